@@ -1,0 +1,190 @@
+"""Atomic, content-addressed artifact storage.
+
+Every artifact of an asset partition lives in its own folder:
+
+    <root>/<asset path>/<partition>/
+        current.json        the manifest pointer: {"version": ..., "dir": "v-<version>"}
+        v-<version>/        the files of that materialization
+
+A writer builds into a temp folder beside the final one, names it after a hash of its
+content, renames it into place, then atomically replaces `current.json`. A crash at any
+point leaves the previous `current.json` and its folder intact. Readers follow
+`current.json`, never "the latest file in a folder".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+logger = logging.getLogger(__name__)
+
+POINTER = "current.json"
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hash_json(obj: Any) -> str:
+    """A stable hash of JSON-able data (sorted keys), used for settings and manifests."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` via a temp file in the same folder, fsync, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+@contextmanager
+def atomic_file(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temp path beside `path` (same suffix, so writers pick the right format);
+    on success fsync and rename it onto `path`; on failure delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix or path.suffix)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp_path, path)
+        _fsync_dir(path.parent)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def tree_hash(folder: Path) -> str:
+    """Hash of every file's relative path and content under `folder`."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(sha256_file(file).encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Published:
+    """One materialization of an artifact: its content version and its folder."""
+
+    version: str
+    path: Path
+
+    def manifest(self) -> dict[str, Any]:
+        return json.loads((self.path / "manifest.json").read_text())
+
+
+class MissingArtifact(FileNotFoundError):
+    pass
+
+
+class ArtifactStore:
+    """Artifacts under one root folder, addressed by (asset path, partition)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+
+    def location(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    def current(self, location: Path) -> Published:
+        pointer = location / POINTER
+        if not pointer.is_file():
+            raise MissingArtifact(
+                f"No materialization at {location}: materialize the upstream asset first."
+            )
+        info = json.loads(pointer.read_text())
+        return Published(version=info["version"], path=location / info["dir"])
+
+    def current_or_none(self, location: Path) -> Published | None:
+        try:
+            return self.current(location)
+        except MissingArtifact:
+            return None
+
+    def publish(
+        self,
+        location: Path,
+        build: Callable[[Path], Any],
+        version: str | None = None,
+    ) -> Published:
+        """Run `build(tmp_dir)`, then publish tmp_dir as the current version of `location`.
+
+        The version is `version` when given (e.g. derived from inputs and settings),
+        else the hash of what `build` wrote.
+        """
+        location.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=location, prefix=".tmp-"))
+        try:
+            build(tmp)
+            version = version or tree_hash(tmp)[:32]
+            final = location / f"v-{version}"
+            if final.exists():
+                shutil.rmtree(tmp)  # identical content is already published
+            else:
+                os.replace(tmp, final)
+            _fsync_dir(location)
+            atomic_write_json(location / POINTER, {"version": version, "dir": final.name, "at": time.time()})
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._collect_garbage(location, keep=final.name)
+        return Published(version=version, path=final)
+
+    @staticmethod
+    def _collect_garbage(location: Path, keep: str) -> None:
+        # Older versions and temp folders left by crashed writers; the pointer no longer names them.
+        # A temp folder is only swept once it is old enough that no live writer owns it.
+        stale_before = time.time() - 6 * 3600
+        for child in location.iterdir():
+            if not child.is_dir() or child.name == keep:
+                continue
+            orphan = child.name.startswith(".tmp-") and child.stat().st_mtime < stale_before
+            if child.name.startswith("v-") or orphan:
+                shutil.rmtree(child, ignore_errors=True)
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """The manifest.json of an artifact being built (inside its temp folder: publish makes it atomic)."""
+    (Path(folder) / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))

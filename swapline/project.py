@@ -1,0 +1,248 @@
+"""The project file: one YAML that names the people, where their faces come from, the swaps
+to train and the videos to convert.
+
+Everything a user can get wrong is caught here with a message naming the file, the key and
+what to do; the rest of swapline trusts a loaded `Project`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT_ENV = "SWAPLINE_PROJECT"
+DEFAULT_PROJECT = "swapline.yaml"
+SLUG = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
+class ProjectError(ValueError):
+    """A mistake in the user's project file, already phrased for the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Consent(_Strict):
+    """Who agreed to their face being used, when, and how that is evidenced."""
+
+    given_by: str = Field(min_length=2, description="The person who consented (or their guardian).")
+    date: dt.date = Field(description="When consent was given (YYYY-MM-DD).")
+    evidence: str = Field(min_length=3, description="How it is evidenced: a signed form, a recording, a reference.")
+    scope: str = Field(default="face swap for this project", description="What the consent covers.")
+
+    @field_validator("date")
+    @classmethod
+    def _not_in_future(cls, value: dt.date) -> dt.date:
+        if value > dt.date.today():
+            raise ValueError("consent date is in the future")
+        return value
+
+
+def _check_url(value: str) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"'{value}' is not an http(s) URL (file:// and other schemes are refused)")
+    return value
+
+
+class Source(_Strict):
+    """Exactly one of `url`, `video` or `photos`."""
+
+    url: str | None = Field(default=None, description="Anything yt-dlp supports (http/https).")
+    video: Path | None = Field(default=None, description="A local video file.")
+    photos: Path | None = Field(default=None, description="A folder of photos.")
+    name: str | None = Field(default=None, description="Optional label used in the partition key.")
+    # Set by the loader: the location exactly as the user wrote it, so keys survive moving the project.
+    as_written: str | None = Field(default=None, exclude=True, repr=False)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Source":
+        given = [k for k in ("url", "video", "photos") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("each source needs exactly one of url:, video: or photos:")
+        if self.url is not None:
+            _check_url(self.url)
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "url" if self.url else "video" if self.video else "photos"
+
+    @property
+    def location(self) -> str:
+        return str(self.url or self.video or self.photos)
+
+    def key(self, identity: str) -> str:
+        """Stable partition key from identity + source: reordering the list changes nothing."""
+        digest = hashlib.sha1(f"{identity}|{self.kind}|{self.as_written or self.location}".encode()).hexdigest()[:8]
+        stem = self.name or Path(urlparse(self.location).path).stem or self.kind
+        label = re.sub(r"[^a-z0-9]+", "_", stem.lower()).strip("_")[:24] or self.kind
+        return f"{self.kind}_{label}_{digest}"
+
+
+class Identity(_Strict):
+    consent: Consent = Field(description="Required: conversion refuses an identity without consent.")
+    sources: list[Source] = Field(min_length=1, description="Where this person's faces come from.")
+    reference_photos: list[Path] = Field(default_factory=list, description="Photos that pick this person out of crowds.")
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> "Identity":
+        seen = [s.location for s in self.sources]
+        if len(seen) != len(set(seen)):
+            raise ValueError("the same source is listed twice")
+        return self
+
+
+class Swap(_Strict):
+    a: str = Field(description="Identity A.")
+    b: str = Field(description="Identity B.")
+    resolution: Literal[64, 128, 256] = Field(default=64, description="Model face size in pixels.")
+    preset: Literal["lite", "original", "large"] = Field(default="lite", description="Network width.")
+    iterations: int = Field(default=20000, ge=1, description="Training steps in total (resumes count).")
+    batch_size: int = Field(default=16, ge=1, le=1024, description="Faces per identity per step.")
+
+
+class ConversionOptions(_Strict):
+    feather: int = Field(default=9, ge=0, le=64, description="Blur radius of the blend mask edge, in model pixels.")
+    color_match: Literal["none", "mean_std"] = Field(default="mean_std", description="Colour transfer of the swapped face.")
+    crf: int = Field(default=20, ge=0, le=51, description="H.264 quality (lower is better).")
+    mark_position: Literal["bottom_right", "bottom_left", "top_right", "top_left"] = Field(
+        default="bottom_right", description="Where the visible 'synthetic' mark goes (it cannot be turned off)."
+    )
+
+
+class Conversion(_Strict):
+    swap: str = Field(description="The swap whose model converts this video.")
+    video: str = Field(description="A local video path or an http(s) URL.")
+    direction: Literal["a_to_b", "b_to_a"] = Field(description="a_to_b: the video shows A, B's face is put in.")
+    options: ConversionOptions = Field(default_factory=ConversionOptions)
+
+    @property
+    def is_url(self) -> bool:
+        return urlparse(self.video).scheme in ("http", "https")
+
+    def sides(self, swap: Swap) -> tuple[str, str]:
+        """(identity shown in the video, identity whose face is rendered)."""
+        return (swap.a, swap.b) if self.direction == "a_to_b" else (swap.b, swap.a)
+
+
+class Extraction(_Strict):
+    sample_fps: float = Field(default=20.0, gt=0, le=240, description="Frames per second sampled from videos.")
+    face_size: int = Field(default=256, ge=64, le=1024, description="Aligned face crop size in pixels.")
+    min_face: int = Field(default=40, ge=8, description="Faces smaller than this (source px) are dropped.")
+    skip_similar: float = Field(default=1.0, ge=0, description="Skip frames whose mean abs difference is below this.")
+    max_frames: int | None = Field(default=None, ge=1, description="Cap on frames sampled per video (None: all).")
+
+
+Name = Annotated[str, Field(pattern=SLUG.pattern)]
+
+
+class Project(_Strict):
+    identities: dict[Name, Identity] = Field(min_length=1)
+    swaps: dict[Name, Swap] = Field(default_factory=dict)
+    conversions: dict[Name, Conversion] = Field(default_factory=dict)
+    extraction: Extraction = Field(default_factory=Extraction)
+    collect_schedule: str = Field(default="0 3 * * *", description="Cron for re-running collection (daily by default).")
+
+    @model_validator(mode="after")
+    def _references(self) -> "Project":
+        for name, swap in self.swaps.items():
+            for side in ("a", "b"):
+                who = getattr(swap, side)
+                if who not in self.identities:
+                    raise ValueError(f"swaps.{name}.{side}: unknown identity '{who}' (known: {', '.join(self.identities)})")
+            if swap.a == swap.b:
+                raise ValueError(f"swaps.{name}: a and b must be different identities")
+        for name, conv in self.conversions.items():
+            if conv.swap not in self.swaps:
+                raise ValueError(f"conversions.{name}.swap: unknown swap '{conv.swap}' (known: {', '.join(self.swaps) or 'none'})")
+        return self
+
+    def source_keys(self, identity: str) -> dict[str, Source]:
+        return {src.key(identity): src for src in self.identities[identity].sources}
+
+
+def project_path(explicit: str | Path | None = None) -> Path:
+    """The project file: explicit path, else $SWAPLINE_PROJECT, else ./swapline.yaml (read at call time)."""
+    return Path(explicit or os.environ.get(PROJECT_ENV) or DEFAULT_PROJECT).expanduser().resolve()
+
+
+def _resolve_paths(raw: dict, base: Path) -> None:
+    """Make local paths relative to the project file's folder, before validation."""
+    for ident in (raw.get("identities") or {}).values():
+        if not isinstance(ident, dict):
+            continue
+        for src in ident.get("sources") or []:
+            for key in ("video", "photos"):
+                if isinstance(src, dict) and isinstance(src.get(key), str):
+                    src["as_written"] = src[key]
+                    src[key] = str((base / src[key]).expanduser())
+        refs = ident.get("reference_photos")
+        if isinstance(refs, list):
+            ident["reference_photos"] = [str((base / r).expanduser()) if isinstance(r, str) else r for r in refs]
+    for conv in (raw.get("conversions") or {}).values():
+        if isinstance(conv, dict) and isinstance(conv.get("video"), str) and "://" not in conv["video"]:
+            conv["video"] = str((base / conv["video"]).expanduser())
+
+
+def _missing_paths(project: Project) -> list[str]:
+    problems = []
+    for name, ident in project.identities.items():
+        for i, src in enumerate(ident.sources):
+            if src.video is not None and not src.video.is_file():
+                problems.append(f"identities.{name}.sources[{i}].video: no file at {src.video}")
+            if src.photos is not None and not src.photos.is_dir():
+                problems.append(f"identities.{name}.sources[{i}].photos: no folder at {src.photos}")
+        for j, ref in enumerate(ident.reference_photos):
+            if not ref.is_file():
+                problems.append(f"identities.{name}.reference_photos[{j}]: no file at {ref}")
+    for name, conv in project.conversions.items():
+        if not conv.is_url and not Path(conv.video).is_file():
+            problems.append(f"conversions.{name}.video: no file at {conv.video} (give a local file or an http(s) URL)")
+    return problems
+
+
+_HINTS = {
+    "extra_forbidden": "unknown key: remove it or check its spelling",
+    "missing": "required: add it",
+    "string_pattern_mismatch": "names must be lowercase slugs: a letter, then letters, digits or _ (max 40)",
+}
+
+
+def _format(error: dict) -> str:
+    where = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-after"))
+    hint = _HINTS.get(error["type"], error["msg"].removeprefix("Value error, "))
+    if where.endswith(".consent") and error["type"] == "missing":
+        hint = "every identity must declare consent: given_by, date, evidence"
+    return f"  {where}: {hint}" if where else f"  {hint}"
+
+
+def load_project(path: str | Path | None = None) -> Project:
+    """Read and validate a project file; every user mistake becomes one ProjectError."""
+    path = project_path(path)
+    if not path.is_file():
+        raise ProjectError(f"{path}: project file not found. Pass --project, or set ${PROJECT_ENV}.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ProjectError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ProjectError(f"{path}: the top level must be a mapping with identities:, swaps:, conversions:")
+    _resolve_paths(raw, path.parent)
+    try:
+        project = Project.model_validate(raw)
+    except ValidationError as exc:
+        lines = "\n".join(_format(e) for e in exc.errors())
+        raise ProjectError(f"{path}: {exc.error_count()} problem(s):\n{lines}") from None
+    if problems := _missing_paths(project):
+        raise ProjectError(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems))
+    return project
