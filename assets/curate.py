@@ -1,0 +1,70 @@
+"""curate: one faceset per identity, the union of its sources' faces, deduplicated and filtered."""
+
+
+from pathlib import Path
+
+import dagster as dg
+
+from swapline.assets.common import code_version, image_md
+from swapline.ops.faceset import FacesetSettings, build_faceset, contact_sheet
+from swapline.ops.facetable import decode_image, read_faces, write_table
+from swapline.ops.storage import write_manifest
+from swapline.project import Project
+from swapline.quality_checks.faceset_checks import evaluate_faceset, faceset_check_specs
+from swapline.resources.storage import StorageResource
+
+SHEET_FACES = 32
+
+
+def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
+    settings = FacesetSettings()
+    key = dg.AssetKey([identity, "faceset"])
+    source_keys = list(project.source_keys(identity))
+
+    @dg.asset(
+        key=key,
+        deps=[dg.AssetKey([identity, "aligned_faces"])],
+        group_name="curate",
+        code_version=code_version("faceset", settings.__dict__),
+        check_specs=faceset_check_specs(key),
+        kinds={"parquet"},
+    )
+    def faceset(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+        """All faces of this identity across its sources, near-duplicates removed by perceptual
+        hash (the sharpest of each cluster kept) and blurry or tiny faces dropped, each reason
+        counted; a contact sheet previews what the model will learn from."""
+        store = storage.store()
+        tables, missing = [], []
+        for source in source_keys:
+            published = store.current_or_none(store.location(identity, "aligned_faces", source))
+            if published is None:
+                missing.append(source)
+                continue
+            tables.append(read_faces(published.path / "faces.parquet"))
+        if not tables:
+            raise dg.Failure(f"No extracted faces for {identity}: every source is missing ({', '.join(missing)}).")
+        if missing:
+            context.log.warning(f"{identity}: sources without extracted faces (failed or not yet run): {missing}")
+        kept, stats = build_faceset(tables, settings)
+        best = kept.sort_values("sharpness", ascending=False).head(SHEET_FACES)
+        sheet = contact_sheet([decode_image(b) for b in best["image"]]) if len(best) else None
+
+        def build(tmp: Path) -> None:
+            write_table(tmp / "faceset.parquet", kept)
+            if sheet:
+                (tmp / "contact_sheet.png").write_bytes(sheet)
+            write_manifest(tmp, {"identity": identity, "stats": stats, "missing_sources": missing})
+
+        published = store.publish(store.location(identity, "faceset"), build)
+        context.log.info(f"{identity}: kept {stats['kept']} of {stats['raw']} faces")
+        metadata = {**stats, "sources": len(tables), "missing_sources": len(missing),
+                    "artifact": dg.MetadataValue.path(str(published.path))}
+        if sheet:
+            metadata["preview"] = image_md(sheet, f"{identity} faceset")
+        return dg.MaterializeResult(
+            metadata=metadata,
+            data_version=dg.DataVersion(published.version),
+            check_results=evaluate_faceset(key, stats["kept"], len(tables)),
+        )
+
+    return faceset

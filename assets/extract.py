@@ -1,0 +1,117 @@
+"""extract: sampled frames and aligned faces, one partition per source.
+
+Why per-identity assets partitioned by that identity's sources (an asset factory) rather than
+one multi-partitioned asset: Dagster has no dynamic-to-dynamic partition mapping, so a swap
+partition could not depend on exactly its two identities, and a (identity x source) cross
+product makes phantom partitions that block automation. With `anna/aligned_faces` partitioned
+by anna's own sources, adding a video to anna materializes one new partition; her other
+sources and everyone else's stay fresh; `anna/faceset` depends on all of anna's partitions
+(staleness is tracked up to Dagster's 100-partition limit: more than 99 sources for one
+person stop propagating staleness; fold photos into folders to stay below it). A new
+identity needs a code-location reload; a new source does not.
+"""
+
+
+from pathlib import Path
+
+import dagster as dg
+
+from swapline.assets.common import Eta, code_version, sources_partitions
+from swapline.ops.extract import extract_faces, reference_embeddings, sample_source
+from swapline.ops.facetable import FORMAT_VERSION, write_faces
+from swapline.ops.media import BadMedia
+from swapline.ops.sandbox import IsolatedCrash
+from swapline.ops.storage import write_manifest
+from swapline.project import Project
+from swapline.resources.analyzer import FaceAnalyzerResource
+from swapline.resources.storage import StorageResource
+
+IDENTITY_MAX_DISTANCE = 0.6  # dlib's usual same-person threshold on its 128-d embedding
+
+
+def frames_asset(project: Project, identity: str) -> dg.AssetsDefinition:
+    ext = project.extraction
+    settings = {"sample_fps": ext.sample_fps, "skip_similar": ext.skip_similar, "max_frames": ext.max_frames}
+
+    @dg.asset(
+        key=[identity, "frames"],
+        deps=[dg.AssetKey([identity, "source_media"])],
+        partitions_def=sources_partitions(identity),
+        group_name="extract",
+        code_version=code_version("frames", settings),
+        kinds={"image"},
+    )
+    def frames(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+        """Frames sampled from one source at `extraction.sample_fps` (near-identical consecutive
+        frames skipped) as JPEG, or the source's photos normalised; decoding runs in a child
+        process so a damaged file fails only this partition."""
+        store = storage.store()
+        key = context.partition_key
+        source = store.current(store.location(identity, "source_media", key))
+        manifest: dict = {}
+
+        def build(tmp: Path) -> None:
+            try:
+                manifest.update(sample_source(source.manifest(), source.path, tmp, **settings))
+            except (BadMedia, IsolatedCrash) as exc:
+                raise dg.Failure(f"Source {key} of {identity} cannot be decoded: {exc}") from exc
+            write_manifest(tmp, manifest)
+
+        published = store.publish(store.location(identity, "frames", key), build)
+        skipped = manifest["skipped"]
+        context.log.info(f"{len(manifest['frames'])} frames kept of {manifest['decoded']} decoded; {len(skipped)} files skipped")
+        metadata = {
+            "frames": len(manifest["frames"]),
+            "decoded": manifest["decoded"],
+            "skipped_similar": manifest["skipped_similar"],
+            "skipped_files": len(skipped),
+            "artifact": dg.MetadataValue.path(str(published.path)),
+        }
+        if skipped:
+            metadata["skipped_reasons"] = dg.MetadataValue.json(skipped[:50])
+        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(published.version))
+
+    return frames
+
+
+def aligned_faces_asset(project: Project, identity: str) -> dg.AssetsDefinition:
+    ext = project.extraction
+    references = project.identities[identity].reference_photos
+
+    @dg.asset(
+        key=[identity, "aligned_faces"],
+        deps=[dg.AssetKey([identity, "frames"])],
+        partitions_def=sources_partitions(identity),
+        group_name="extract",
+        code_version=code_version("aligned_faces", {"format": FORMAT_VERSION, "size": ext.face_size,
+                                                    "min_face": ext.min_face, "refs": [str(r) for r in references]}),
+        kinds={"image", "parquet"},
+    )
+    def aligned_faces(context: dg.AssetExecutionContext, storage: StorageResource,
+                      face_analyzer: FaceAnalyzerResource) -> dg.MaterializeResult:
+        """Every face in one source's frames: detected, given 68 landmarks, aligned to a canonical
+        crop and stored in one table together with its landmarks, transform and attributes
+        (faces.parquet, readable with pandas). With reference photos, only this person is kept."""
+        store = storage.store()
+        key = context.partition_key
+        frames = store.current(store.location(identity, "frames", key))
+        analyzer = face_analyzer.analyzer(ext.face_size, ext.min_face)
+        reference = reference_embeddings(analyzer, list(references))
+        frames_manifest = frames.manifest()
+        eta = Eta(len(frames_manifest["frames"]), context.log, f"{identity}/{key} frames analysed")
+        records, stats = extract_faces(frames.path, frames_manifest, analyzer, identity=identity, source=key,
+                                       reference=reference, max_distance=IDENTITY_MAX_DISTANCE, progress=eta.tick)
+
+        def build(tmp: Path) -> None:
+            write_faces(tmp / "faces.parquet", records)
+            write_manifest(tmp, {"source": key, "backend": analyzer.settings.as_dict(), "stats": stats,
+                                 "format_version": FORMAT_VERSION})
+
+        published = store.publish(store.location(identity, "aligned_faces", key), build)
+        context.log.info(f"{stats['faces']} faces from {stats['frames']} frames")
+        return dg.MaterializeResult(
+            metadata={**stats, "backend": analyzer.settings.backend, "artifact": dg.MetadataValue.path(str(published.path))},
+            data_version=dg.DataVersion(published.version),
+        )
+
+    return aligned_faces

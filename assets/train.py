@@ -1,0 +1,106 @@
+"""train: one model per swap, a shared encoder with a decoder per identity."""
+
+
+import io
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from swapline.assets.common import code_version, image_md
+from swapline.ops.storage import write_manifest
+from swapline.project import Project
+from swapline.resources.device import TorchDevice
+from swapline.resources.storage import StorageResource
+
+
+def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
+    swap = project.swaps[name]
+    model_settings = {"resolution": swap.resolution, "preset": swap.preset}
+
+    @dg.asset(
+        key=[name, "face_model"],
+        deps=[dg.AssetKey([swap.a, "faceset"]), dg.AssetKey([swap.b, "faceset"])],
+        group_name="train",
+        pool="gpu",  # two trainings never share one GPU
+        code_version=code_version("face_model", {**model_settings, "iterations": swap.iterations, "batch": swap.batch_size}),
+        kinds={"pytorch"},
+    )
+    def face_model(context: dg.AssetExecutionContext, storage: StorageResource, torch_device: TorchDevice) -> dg.MaterializeResult:
+        """The swap model: one shared encoder and one decoder per identity, trained with random-warp
+        augmentation on both facesets. Resumes from its last checkpoint (safetensors weights,
+        optimizer state, step); the preview shows A→A, A→B, B→B, B→A."""
+        from swapline.ops.model import ModelConfig
+        from swapline.ops.train import TrainConfig, preview_grid, train
+        from swapline.ops.trainset import load_faceset
+
+        store = storage.store()
+        sets = {side: store.current(store.location(getattr(swap, side), "faceset")) for side in ("a", "b")}
+        trained_on = {side: published.version for side, published in sets.items()}
+        previous = store.current_or_none(store.location(name, "face_model"))
+        prev = previous.manifest() if previous else None
+        resume = previous.path / "checkpoint" if prev and prev["model"] == model_settings else None
+        target = swap.iterations
+        if resume and prev["trained_on"] != trained_on:
+            target = prev["step"] + swap.iterations  # new data: continue from the checkpoint, don't restart
+        if resume and prev["trained_on"] == trained_on and prev["step"] >= target:
+            context.log.info(f"{name}: already trained to step {prev['step']} on these facesets; nothing to do")
+            return _result(prev, previous.path, previous.version)
+
+        faces_a, masks_a = load_faceset(sets["a"].path / "faceset.parquet")
+        faces_b, masks_b = load_faceset(sets["b"].path / "faceset.parquet")
+        device = torch_device.resolve()
+        context.log.info(f"{name}: training on {device}, {len(faces_a)} + {len(faces_b)} faces, to step {target}"
+                         + (f" (resuming from {prev['step']})" if resume else ""))
+        manifest: dict = {}
+
+        last_log = [0.0]
+
+        def progress(p: dict) -> None:
+            if time.monotonic() - last_log[0] < 10 and p["step"] < p["iterations"]:
+                return  # a line every ~10 s is enough to watch; the loss curve keeps every point
+            last_log[0] = time.monotonic()
+            context.log.info(f"step {p['step']}/{p['iterations']} loss A {p['loss_a']:.4f} B {p['loss_b']:.4f} "
+                             f"{p['images_per_s']:.0f} img/s ETA {p['eta_s']:.0f}s")
+
+        def build(tmp: Path) -> None:
+            result = train(faces_a, faces_b, masks_a, masks_b, ModelConfig(**model_settings),
+                           TrainConfig(iterations=target, batch_size=swap.batch_size), device,
+                           resume_from=resume, checkpoint_dir=tmp / "checkpoint", progress=progress)
+            from swapline.ops.train import load_for_inference
+
+            model = load_for_inference(tmp / "checkpoint", device)
+            (tmp / "preview.png").write_bytes(_png(preview_grid(model, faces_a, faces_b, n=4, device=device)))
+            manifest.update({"swap": name, "model": model_settings, "step": result.step, "start_step": result.start_step,
+                             "trained_on": trained_on, "final_loss_a": result.final_loss_a,
+                             "final_loss_b": result.final_loss_b, "seconds": round(result.seconds, 1),
+                             "losses": result.losses})
+            write_manifest(tmp, manifest)
+
+        published = store.publish(store.location(name, "face_model"), build)
+        return _result(manifest, published.path, published.version)
+
+    return face_model
+
+
+def _png(rgb) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _result(manifest: dict, path: Path, version: str) -> dg.MaterializeResult:
+    metadata = {
+        "step": manifest["step"],
+        "steps_this_run": manifest["step"] - manifest.get("start_step", manifest["step"]),
+        "loss_a": float(manifest["final_loss_a"]),
+        "loss_b": float(manifest["final_loss_b"]),
+        "train_seconds": manifest.get("seconds", 0.0),
+        "checkpoint": dg.MetadataValue.path(str(path / "checkpoint")),
+    }
+    preview = path / "preview.png"
+    if preview.is_file():
+        metadata["preview"] = image_md(preview.read_bytes(), "A, A→A, A→B / B, B→B, B→A")
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))

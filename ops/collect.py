@@ -1,0 +1,68 @@
+"""Collection: record where each source's media is and what its content is.
+
+A local video or photo folder is recorded by content hash (not copied), so re-collecting an
+unchanged source yields the same manifest and the same data version; a URL is downloaded
+into the artifact folder once.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+from swapline.ops.images import IMAGE_SUFFIXES
+from swapline.ops.storage import sha256_file
+
+logger = logging.getLogger(__name__)
+
+
+class SourceChanged(RuntimeError):
+    """A local source no longer matches what was collected."""
+
+
+def collect_video(path: Path) -> dict[str, Any]:
+    return {"kind": "video", "path": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def list_photos(folder: Path) -> list[Path]:
+    """Image files of a folder and its sub-folders, in a stable order; hidden files skipped."""
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def collect_photos(folder: Path) -> dict[str, Any]:
+    files = [{"path": str(p), "sha256": sha256_file(p), "bytes": p.stat().st_size} for p in list_photos(folder)]
+    return {"kind": "photos", "path": str(folder), "files": files}
+
+
+def collect_url(url: str, dest_dir: Path, fetch: Callable[[str, Path], Any]) -> dict[str, Any]:
+    """Download `url` into `dest_dir` (the artifact's temp folder) with `fetch(url, dest_dir)`."""
+    got = fetch(url, dest_dir)
+    return {
+        "kind": "url",
+        "url": url,
+        "file": Path(got.path).name,
+        "sha256": got.sha256,
+        "bytes": got.bytes,
+        "info": got.info,
+    }
+
+
+def content_key(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The part of a manifest that identifies content: what the data version is computed from."""
+    if manifest["kind"] == "photos":
+        return {"kind": "photos", "files": sorted(f["sha256"] for f in manifest["files"])}
+    return {"kind": manifest["kind"], "sha256": manifest["sha256"]}
+
+
+def media_path(manifest: dict[str, Any], artifact_dir: Path) -> Path:
+    """The video file a collected video/url manifest points at, checked against its hash."""
+    path = artifact_dir / manifest["file"] if manifest["kind"] == "url" else Path(manifest["path"])
+    if not path.is_file():
+        raise SourceChanged(f"{path} is gone since it was collected: re-materialize source_media.")
+    if manifest["kind"] == "video" and path.stat().st_size != manifest["bytes"]:
+        raise SourceChanged(f"{path} changed since it was collected: re-materialize source_media.")
+    return path

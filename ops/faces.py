@@ -1,0 +1,273 @@
+"""Face detection, 68-point landmarks, identity embeddings and per-face attributes (dlib).
+
+The alignment geometry (template, similarity fit, warping, hull mask) lives in
+`swapline.ops.alignment` and is re-exported here, so callers need only this module.
+
+dlib and OpenCV are imported inside functions: this module is imported when Dagster loads
+the code location, and the dlib models (~100 MB) load once per process on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from swapline.ops.alignment import (  # noqa: F401  (re-exported API)
+    ALIGN_POINTS,
+    TEMPLATE_68,
+    align_face,
+    alignment_matrix,
+    hull_mask,
+    invert_matrix,
+    matrix_scale,
+    template_points,
+    transform_points,
+)
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("dlib", "fan", "auto")
+DETECTORS = ("hog", "cnn")
+
+
+@dataclass(frozen=True)
+class AnalyzerSettings:
+    """Everything that changes which faces are found and how they are cropped; its
+    `as_dict()` goes into the face assets' version hash."""
+
+    backend: str = "dlib"  # "dlib" | "fan" (not yet) | "auto" (fan when available, else dlib)
+    detector: str = "hog"  # dlib HOG (fast, frontal) or "cnn" (MMOD: slower, more poses)
+    upsample: int = 0  # detector upsampling passes (finds smaller faces, ~4x slower each)
+    detect_scale: float = 0.5  # detect on a frame shrunk by this; landmarks at full size
+    min_face: int = 40  # faces narrower than this many source px are dropped (and counted)
+    face_size: int = 256  # aligned crop side in px
+    padding: float = 0.3  # margin around the template's unit square, as a fraction of it
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class DetectedFace:
+    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 in source px, clipped to the frame
+    landmarks: np.ndarray  # (68, 2) float32, source px
+    score: float  # HOG SVM margin or MMOD confidence; higher is surer
+
+
+@lru_cache(maxsize=None)
+def _hog_detector() -> Any:
+    import dlib
+
+    return dlib.get_frontal_face_detector()
+
+
+@lru_cache(maxsize=None)
+def _cnn_detector() -> Any:
+    import dlib
+    import face_recognition_models
+
+    return dlib.cnn_face_detection_model_v1(face_recognition_models.cnn_face_detector_model_location())
+
+
+@lru_cache(maxsize=None)
+def _shape_predictor() -> Any:
+    import dlib
+    import face_recognition_models
+
+    return dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+
+
+@lru_cache(maxsize=None)
+def _face_encoder() -> Any:
+    import dlib
+    import face_recognition_models
+
+    return dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
+
+
+def as_rgb8(image: np.ndarray) -> np.ndarray:
+    """A C-contiguous (H, W, 3) uint8 view/copy: dlib rejects gray, RGBA and strided arrays."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise TypeError(f"expected a uint8 image, got {image.dtype}")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an RGB image, got shape {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+class FaceAnalyzer:
+    """Finds faces and their 68 landmarks, and embeds them for identity matching."""
+
+    def __init__(self, settings: AnalyzerSettings | None = None) -> None:
+        settings = settings or AnalyzerSettings()
+        if settings.backend not in BACKENDS:
+            raise ValueError(f"unknown face backend {settings.backend!r}; expected one of {BACKENDS}")
+        if settings.backend == "fan":
+            raise NotImplementedError("the 'fan' landmark backend is not implemented yet; use 'dlib' or 'auto'")
+        if settings.detector not in DETECTORS:
+            raise ValueError(f"unknown face detector {settings.detector!r}; expected one of {DETECTORS}")
+        if not 0.0 < settings.detect_scale <= 1.0:
+            raise ValueError(f"detect_scale must be in (0, 1], got {settings.detect_scale}")
+        if settings.backend == "auto":
+            logger.info("face backend 'auto': FAN is not available, using dlib")
+        self.settings = settings
+
+    def detect(self, image_rgb: np.ndarray) -> list[DetectedFace]:
+        """Faces largest first; those narrower than `min_face` source px are left out."""
+        return self.detect_with_stats(image_rgb)[0]
+
+    def detect_with_stats(self, image_rgb: np.ndarray) -> tuple[list[DetectedFace], int]:
+        """(faces largest first, number of faces dropped for being smaller than min_face)."""
+        import dlib
+
+        image = as_rgb8(image_rgb)
+        height, width = image.shape[:2]
+        predictor = _shape_predictor()
+        faces: list[DetectedFace] = []
+        n_small = 0
+        for (x0, y0, x1, y1), score in self._boxes(image):
+            if min(x1 - x0, y1 - y0) < self.settings.min_face:
+                n_small += 1
+                continue
+            # Landmarks come from the full-resolution frame: the downscale only speeds up
+            # the sliding-window search, it would cost landmark precision.
+            rect = dlib.rectangle(round(x0), round(y0), round(x1), round(y1))
+            shape = predictor(image, rect)
+            points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+            bbox = (
+                max(0, round(x0)),
+                max(0, round(y0)),
+                min(width, round(x1)),
+                min(height, round(y1)),
+            )
+            faces.append(DetectedFace(bbox=bbox, landmarks=points, score=float(score)))
+        faces.sort(key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]), reverse=True)
+        return faces, n_small
+
+    def _boxes(self, image: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
+        """Detector boxes in source px (unclipped) with their scores."""
+        import cv2
+
+        scale = self.settings.detect_scale
+        small = image
+        if scale < 1.0:
+            size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+            small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            # Map back with the exact ratio the rounding produced, not the nominal scale.
+            sx, sy = image.shape[1] / size[0], image.shape[0] / size[1]
+        else:
+            sx = sy = 1.0
+        upsample = self.settings.upsample
+        if self.settings.detector == "cnn":
+            found = [(d.rect, d.confidence) for d in _cnn_detector()(small, upsample)]
+        else:
+            rects, scores, _ = _hog_detector().run(small, upsample, 0.0)
+            found = list(zip(rects, scores))
+        return [
+            ((r.left() * sx, r.top() * sy, (r.right() + 1) * sx, (r.bottom() + 1) * sy), s)
+            for r, s in found
+        ]
+
+    def embed(self, image_rgb: np.ndarray, face: DetectedFace) -> np.ndarray:
+        """128-d dlib ResNet descriptor (same person: Euclidean distance < ~0.6)."""
+        import dlib
+
+        x0, y0, x1, y1 = face.bbox
+        points = [dlib.point(round(float(x)), round(float(y))) for x, y in face.landmarks]
+        shape = dlib.full_object_detection(dlib.rectangle(x0, y0, x1, y1), points)
+        descriptor = _face_encoder().compute_face_descriptor(as_rgb8(image_rgb), shape, 0)
+        return np.asarray(descriptor, dtype=np.float32)
+
+
+def embedding_distance(embedding: np.ndarray, references: np.ndarray) -> float:
+    """Smallest Euclidean distance from one embedding to any of (K, 128) references."""
+    references = np.asarray(references, dtype=np.float32).reshape(-1, 128)
+    if len(references) == 0:
+        return math.nan
+    return float(np.linalg.norm(references - embedding[None, :], axis=1).min())
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 2:
+        return image.astype(np.float64)
+    # ITU-R BT.601 luma, the weights JPEG and most "brightness" measures use.
+    return image[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+
+
+def sharpness(gray_crop: np.ndarray) -> float:
+    """Variance of the Laplacian (higher is sharper); RGB input is converted to luma."""
+    import cv2
+
+    return float(cv2.Laplacian(_gray(gray_crop), cv2.CV_64F).var())
+
+
+def brightness_contrast(crop: np.ndarray) -> tuple[float, float]:
+    """(mean, standard deviation) of luma in 0..255."""
+    luma = _gray(crop)
+    return float(luma.mean()), float(luma.std())
+
+
+# A generic 3-D head (mm-ish units) for the six landmarks used by head_pose, in camera-like
+# axes: x right, y down, z away from the camera, so a frontal face has rotation identity.
+_POSE_POINTS = (30, 8, 36, 45, 48, 54)  # nose tip, chin, eye outer corners, mouth corners
+_POSE_MODEL = np.array(
+    [
+        (0.0, 0.0, 0.0),
+        (0.0, 330.0, 65.0),
+        (-225.0, -170.0, 135.0),
+        (225.0, -170.0, 135.0),
+        (-150.0, 150.0, 125.0),
+        (150.0, 150.0, 125.0),
+    ]
+)
+
+
+def pose_angles(rotation: np.ndarray) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees of a head rotation matrix in the `_POSE_MODEL` axes."""
+    nose = -rotation[:, 2]  # the direction the face points; (0, 0, -1) faces the camera
+    yaw = math.degrees(math.atan2(nose[0], -nose[2]))
+    pitch = math.degrees(math.atan2(-nose[1], math.hypot(nose[0], nose[2])))
+    across = rotation[:, 0]  # the face's left-to-right axis as the camera sees it
+    roll = math.degrees(math.atan2(across[1], across[0]))
+    return yaw, pitch, roll
+
+
+def head_pose(landmarks: np.ndarray, image_shape: tuple[int, ...]) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees from cv2.solvePnP of six landmarks against a generic
+    3-D head, with a pinhole camera of focal length = image width (no calibration known).
+
+    Signs, as seen in the image: yaw > 0 when the nose points toward the image's right
+    (the subject turns to their own left); pitch > 0 when the face tilts up; roll > 0 when
+    the face is rotated clockwise on screen (its eye line goes down to the right). A
+    frontal upright face is (0, 0, 0). Rough: good to ~10 degrees, enough to bin poses."""
+    import cv2
+
+    landmarks = np.asarray(landmarks, dtype=np.float64).reshape(68, 2)
+    image_points = landmarks[list(_POSE_POINTS)]
+    height, width = image_shape[:2]
+    focal = float(width)
+    camera = np.array([[focal, 0.0, width / 2.0], [0.0, focal, height / 2.0], [0.0, 0.0, 1.0]])
+    # Start from "frontal, at the distance its eye span implies": the solver otherwise can
+    # settle on the mirrored solution behind the camera for near-frontal faces.
+    eye_span = max(float(np.linalg.norm(landmarks[45] - landmarks[36])), 1.0)
+    depth = focal * 450.0 / eye_span
+    nose = landmarks[30]
+    tvec = np.array([[(nose[0] - width / 2.0) * depth / focal], [(nose[1] - height / 2.0) * depth / focal], [depth]])
+    rvec = np.zeros((3, 1))
+    ok, rvec, tvec = cv2.solvePnP(
+        _POSE_MODEL, image_points, camera, None, rvec, tvec, True, flags=cv2.SOLVEPNP_ITERATIVE
+    )
+    if not ok:
+        return math.nan, math.nan, math.nan
+    rotation, _ = cv2.Rodrigues(rvec)
+    return pose_angles(rotation)

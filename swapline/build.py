@@ -1,0 +1,55 @@
+"""Build the Dagster definitions for one project file (an asset factory: see assets/extract.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from swapline.assets.automation import collection_schedule, project_sync_sensor
+from swapline.assets.collect import source_media_asset, target_video_asset
+from swapline.assets.convert import converted_video_asset
+from swapline.assets.curate import faceset_asset
+from swapline.assets.extract import aligned_faces_asset, frames_asset
+from swapline.assets.train import face_model_asset
+from swapline.project import Project
+from swapline.resources.analyzer import FaceAnalyzerResource
+from swapline.resources.device import TorchDevice
+from swapline.resources.downloader import Downloader
+from swapline.resources.storage import StorageResource
+
+STORAGE_ENV = "SWAPLINE_HOME"
+
+
+def build_assets(project: Project) -> list[dg.AssetsDefinition]:
+    assets: list[dg.AssetsDefinition] = []
+    for identity in project.identities:
+        assets += [
+            source_media_asset(project, identity),
+            frames_asset(project, identity),
+            aligned_faces_asset(project, identity),
+            faceset_asset(project, identity),
+        ]
+    for name, conversion in project.conversions.items():
+        assets.append(target_video_asset(name, conversion))
+    assets += [face_model_asset(project, name) for name in project.swaps]
+    assets += [converted_video_asset(project, name) for name in project.conversions]
+    return assets
+
+
+def default_resources() -> dict[str, dg.ConfigurableResource]:
+    return {
+        "storage": StorageResource(root=dg.EnvVar(STORAGE_ENV)),
+        "torch_device": TorchDevice(),
+        "face_analyzer": FaceAnalyzerResource(),
+        "downloader": Downloader(),
+    }
+
+
+def build_definitions(project: Project, project_file: Path, resources: dict | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        assets=build_assets(project),
+        sensors=[project_sync_sensor(project_file)],
+        schedules=[collection_schedule(project, identity) for identity in project.identities],
+        resources=resources or default_resources(),
+    )

@@ -1,0 +1,104 @@
+"""Materialize a whole project in dependency order, one run per partition, into a real
+Dagster instance, so the UI later shows the lineage and every run of what was built.
+
+A failing source fails its own run and is reported; the other sources and stages go on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import dagster as dg
+
+from swapline.assets.automation import sync_partitions
+from swapline.build import build_assets, default_resources
+from swapline.project import Project
+
+
+@dataclass
+class Step:
+    label: str
+    keys: list[dg.AssetKey]
+    partition: str | None = None
+    after: tuple[str, ...] = ()  # labels of steps whose failure makes this one pointless
+
+
+@dataclass
+class RunSummary:
+    succeeded: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def plan(project: Project) -> list[Step]:
+    """The order a person would run things in: per source, then per identity, swap, conversion."""
+    steps = []
+    for identity in project.identities:
+        for key in project.source_keys(identity):
+            keys = [dg.AssetKey([identity, stage]) for stage in ("source_media", "frames", "aligned_faces")]
+            steps.append(Step(f"{identity}/{key}", keys, key))
+        steps.append(Step(f"{identity}/faceset", [dg.AssetKey([identity, "faceset"])]))
+    # A faceset still builds from the sources that worked; later stages need their inputs.
+    steps += [Step(f"{name}/target_video", [dg.AssetKey([name, "target_video"])]) for name in project.conversions]
+    steps += [Step(f"{name}/face_model", [dg.AssetKey([name, "face_model"])], after=(f"{s.a}/faceset", f"{s.b}/faceset"))
+              for name, s in project.swaps.items()]
+    steps += [Step(f"{name}/converted_video", [dg.AssetKey([name, "converted_video"])],
+                   after=(f"{c.swap}/face_model", f"{name}/target_video")) for name, c in project.conversions.items()]
+    return steps
+
+
+def materialize_project(project: Project, instance: dg.DagsterInstance, *, resources: dict | None = None,
+                        echo: Callable[[str], None] = print, log_level: str = "INFO") -> RunSummary:
+    sync_partitions(project, instance)
+    assets = build_assets(project)
+    resources = resources or default_resources()
+    summary, start = RunSummary(), time.monotonic()
+    steps = plan(project)
+    for i, step in enumerate(steps, 1):
+        if any(label in summary.failed for label in step.after):
+            summary.failed[step.label] = "skipped: an upstream step failed"
+            echo(f"[{i}/{len(steps)}] {step.label}: skipped (upstream failed)")
+            continue
+        t0 = time.monotonic()
+        result = dg.materialize(assets, selection=step.keys, partition_key=step.partition, instance=instance,
+                                resources=resources, raise_on_error=False, tags={"swapline/step": step.label},
+                                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
+        took = time.monotonic() - t0
+        if result.success:
+            summary.succeeded.append(step.label)
+            echo(f"[{i}/{len(steps)}] {step.label}: ok ({took:.1f}s)")
+        else:
+            summary.failed[step.label] = _failure_message(result)
+            echo(f"[{i}/{len(steps)}] {step.label}: FAILED ({took:.1f}s): {summary.failed[step.label]}")
+    summary.seconds = time.monotonic() - start
+    return summary
+
+
+def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            while error.cause and "dagster" in error.cls_name.lower():
+                error = error.cause
+            return error.message.strip().splitlines()[0] if error.message else error.cls_name
+    return "run failed"
+
+
+def write_instance_yaml(home: Path) -> None:
+    """A project-local DAGSTER_HOME on SQLite: one training at a time in the `gpu` pool,
+    slots freed after cancelled runs, runs capped in wall time."""
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(
+            "concurrency:\n  pools:\n    default_limit: 1\n"
+            "run_monitoring:\n  enabled: true\n  free_slots_after_run_end_seconds: 300\n  max_runtime_seconds: 172800\n"
+            "telemetry:\n  enabled: false\n"
+        )

@@ -1,0 +1,46 @@
+"""Collection and per-source failure isolation, in a real Dagster instance."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from swapline.build import build_assets, default_resources
+from swapline.ops.storage import ArtifactStore, sha256_file
+from swapline.runner import materialize_project
+from tests.conftest import CONSENT
+
+
+def test_url_source_downloaded_by_yt_dlp_from_localhost(media_dir, swapline_home, instance, write_project, http_root):
+    root, base_url = http_root
+    (root / "ben_clip.mp4").write_bytes((media_dir / "single_face.mp4").read_bytes())
+    project, _ = write_project({"identities": {"ben": {"consent": CONSENT, "sources": [{"url": f"{base_url}/ben_clip.mp4"}]}}})
+    partition = next(iter(project.source_keys("ben")))
+    instance.add_dynamic_partitions("ben_sources", [partition])
+    result = dg.materialize(build_assets(project), selection=[dg.AssetKey(["ben", "source_media"])],
+                            partition_key=partition, instance=instance, resources=default_resources())
+    assert result.success
+    store = ArtifactStore(swapline_home)
+    published = store.current(store.location("ben", "source_media", partition))
+    manifest = published.manifest()
+    assert manifest["kind"] == "url" and manifest["sha256"] == sha256_file(media_dir / "single_face.mp4")
+    assert sha256_file(published.path / manifest["file"]) == manifest["sha256"]
+
+
+def test_truncated_video_fails_only_its_own_partition(media_dir, swapline_home, instance, write_project, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    data = (media_dir / "WolfgangLanger_Pexels.mp4").read_bytes()
+    broken.write_bytes(data[: len(data) // 3])  # cut mid-stream: the moov atom is at the end
+    project, _ = write_project({
+        "identities": {
+            "ben": {"consent": CONSENT, "sources": [{"video": str(media_dir / "single_face.mp4")}, {"video": str(broken)}]},
+        },
+        "extraction": {"sample_fps": 2, "face_size": 96},  # no max_frames: the truncation check needs the whole decode
+    })
+    good, bad = project.source_keys("ben")
+    summary = materialize_project(project, instance, echo=lambda _: None)
+    assert set(summary.failed) == {f"ben/{bad}"}, summary.failed
+    assert "cannot be decoded" in summary.failed[f"ben/{bad}"] or "broken.mp4" in summary.failed[f"ben/{bad}"]
+    assert {f"ben/{good}", "ben/faceset"} <= set(summary.succeeded)
+    store = ArtifactStore(swapline_home)
+    faceset = store.current(store.location("ben", "faceset")).manifest()
+    assert faceset["missing_sources"] == [bad] and faceset["stats"]["kept"] > 0

