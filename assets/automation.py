@@ -63,6 +63,8 @@ def collection_schedule(project, identity: str) -> dg.ScheduleDefinition:
     def schedule(context: dg.ScheduleEvaluationContext):
         """Re-collects every source of this identity (new URL uploads, changed photo folders)."""
         keys = context.instance.get_dynamic_partitions(sources_partitions(identity).name)
-        return [dg.RunRequest(run_key=None, partition_key=key) for key in keys]
+        tick = context.scheduled_execution_time.isoformat()
+        # One run per source per tick: a retried tick does not launch the same collection twice.
+        return [dg.RunRequest(run_key=f"{tick}:{key}", partition_key=key) for key in keys]
 
     return schedule

@@ -71,6 +71,12 @@ def test_demo_graph_end_to_end(media_dir, swapline_home, instance, write_project
     assert sidecar["synthetic"] is True and sidecar["face_rendered"] == "anna"
     assert set(sidecar["consent"]) == {"anna", "ben"} and sidecar["model"]["step"] == 40
 
+    # The tiny facesets are far below the recommended size: the check warns (and does not block).
+    check = dg.AssetCheckKey(dg.AssetKey(["ben", "faceset"]), "enough_faces")
+    (record,) = instance.event_log_storage.get_asset_check_execution_history(check, limit=1)
+    evaluation = record.event.dagster_event.event_specific_data
+    assert evaluation.passed is False and evaluation.severity == dg.AssetCheckSeverity.WARN
+
     # Re-collecting an unchanged source gives the same data version: downstream stays fresh.
     key = dg.AssetKey(["ben", "source_media"])
     partition = next(iter(project.source_keys("ben")))
