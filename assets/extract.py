@@ -26,8 +26,6 @@ from swapline.project import Project
 from swapline.resources.analyzer import FaceAnalyzerResource
 from swapline.resources.storage import StorageResource
 
-IDENTITY_MAX_DISTANCE = 0.6  # dlib's usual same-person threshold on its 128-d embedding
-
 
 def frames_asset(project: Project, identity: str) -> dg.AssetsDefinition:
     ext = project.extraction
@@ -83,8 +81,9 @@ def aligned_faces_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         deps=[dg.AssetKey([identity, "frames"])],
         partitions_def=sources_partitions(identity),
         group_name="extract",
-        code_version=code_version("aligned_faces", {"format": FORMAT_VERSION, "size": ext.face_size,
-                                                    "min_face": ext.min_face, "refs": [str(r) for r in references]}),
+        # Every extraction setting that changes which faces are found, or how they are cropped.
+        code_version=code_version("aligned_faces", {"format": FORMAT_VERSION, "refs": [str(r) for r in references],
+                                                    **ext.model_dump(exclude={"sample_fps", "skip_similar", "max_frames"})}),
         kinds={"image", "parquet"},
     )
     def aligned_faces(context: dg.AssetExecutionContext, storage: StorageResource,
@@ -95,12 +94,12 @@ def aligned_faces_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         store = storage.store()
         key = context.partition_key
         frames = store.current(store.location(identity, "frames", key))
-        analyzer = face_analyzer.analyzer(ext.face_size, ext.min_face)
+        analyzer = face_analyzer.analyzer(ext)
         reference = reference_embeddings(analyzer, list(references))
         frames_manifest = frames.manifest()
         eta = Eta(len(frames_manifest["frames"]), context.log, f"{identity}/{key} frames analysed")
         records, stats = extract_faces(frames.path, frames_manifest, analyzer, identity=identity, source=key,
-                                       reference=reference, max_distance=IDENTITY_MAX_DISTANCE, progress=eta.tick)
+                                       reference=reference, max_distance=ext.identity_distance, progress=eta.tick)
 
         def build(tmp: Path) -> None:
             write_faces(tmp / "faces.parquet", records)

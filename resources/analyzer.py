@@ -1,32 +1,31 @@
-"""The face analyzer: detector, landmark model and their settings."""
-
-from __future__ import annotations
-
-from typing import Literal
+"""The face analyzer: detector + 68-point landmark model, configured by the project's
+`extraction:` settings; this resource adds what depends on the machine (where FAN's weights are)."""
 
 import dagster as dg
 from pydantic import Field
 
 from swapline.ops.faces import AnalyzerSettings, FaceAnalyzer
+from swapline.project import Extraction
 
 
 class FaceAnalyzerResource(dg.ConfigurableResource):
-    """Face detection + 68-point landmarks; its settings are part of every face's data version."""
+    """Builds the face analyzer; the settings that change results come from the project file,
+    so they are part of the face assets' code version."""
 
-    backend: Literal["dlib", "fan", "auto"] = Field(default="dlib", description="Landmark backend; dlib runs offline.")
-    detector: Literal["hog", "cnn"] = Field(default="hog", description="dlib detector: HOG (fast) or MMOD CNN.")
-    upsample: int = Field(default=0, ge=0, le=3, description="Detector upsampling passes (finds smaller faces, slower).")
-    detect_scale: float = Field(default=0.5, gt=0, le=2, description="Detect on a frame scaled by this; landmarks at full size.")
+    fan_weights_dir: str = Field(
+        default="",
+        description="Torch hub folder holding FAN's weights (checkpoints/2DFAN4-*.zip); empty: $TORCH_HOME/hub or ~/.cache/torch/hub.",
+    )
 
-    def settings(self, face_size: int, min_face: int) -> AnalyzerSettings:
+    def settings(self, extraction: Extraction) -> AnalyzerSettings:
         return AnalyzerSettings(
-            backend=self.backend,
-            detector=self.detector,
-            upsample=self.upsample,
-            detect_scale=self.detect_scale,
-            min_face=min_face,
-            face_size=face_size,
+            backend=extraction.backend,
+            detector=extraction.detector,
+            upsample=extraction.upsample,
+            detect_scale=extraction.detect_scale,
+            min_face=extraction.min_face,
+            face_size=extraction.face_size,
         )
 
-    def analyzer(self, face_size: int, min_face: int) -> FaceAnalyzer:
-        return FaceAnalyzer(self.settings(face_size, min_face))
+    def analyzer(self, extraction: Extraction, device: str = "cpu") -> FaceAnalyzer:
+        return FaceAnalyzer(self.settings(extraction))

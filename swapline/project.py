@@ -136,6 +136,12 @@ class Conversion(_Strict):
 
 
 class Extraction(_Strict):
+    backend: Literal["dlib", "fan", "auto"] = Field(default="auto", description="Landmarks: dlib (offline), FAN (needs its weights), auto = FAN when its weights are present.")
+    detector: Literal["hog", "cnn"] = Field(default="hog", description="dlib face detector: HOG (fast) or MMOD CNN.")
+    upsample: int = Field(default=0, ge=0, le=3, description="Detector upsampling passes (finds smaller faces, slower).")
+    detect_scale: float = Field(default=0.5, gt=0, le=1, description="Detect on the frame scaled by this; landmarks at full size.")
+    flip_input: bool = Field(default=False, description="FAN only: also run the mirrored face and average (slower, steadier).")
+    identity_distance: float = Field(default=0.6, gt=0, le=2, description="Max embedding distance to a reference photo to keep a face.")
     sample_fps: float = Field(default=20.0, gt=0, le=240, description="Frames per second sampled from videos.")
     face_size: int = Field(default=256, ge=64, le=1024, description="Aligned face crop size in pixels.")
     min_face: int = Field(default=40, ge=8, description="Faces smaller than this (source px) are dropped.")
