@@ -8,9 +8,11 @@ import dagster as dg
 from swapline.assets.common import code_version, image_md
 from swapline.ops.faceset import FacesetSettings, build_faceset, contact_sheet
 from swapline.ops.facetable import decode_image, read_faces, write_table
+from swapline.ops.identity import purity, sample_embeddings
 from swapline.ops.storage import write_manifest
 from swapline.project import Project
 from swapline.quality_checks.faceset_checks import evaluate_faceset, faceset_check_specs
+from swapline.resources.analyzer import FaceAnalyzerResource
 from swapline.resources.storage import StorageResource
 
 SHEET_FACES = 32
@@ -25,11 +27,12 @@ def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         key=key,
         deps=[dg.AssetKey([identity, "aligned_faces"])],
         group_name="curate",
-        code_version=code_version("faceset", settings.__dict__),
+        code_version=code_version("faceset", {**settings.__dict__, "identity_distance": project.extraction.identity_distance}),
         check_specs=faceset_check_specs(key),
         kinds={"parquet"},
     )
-    def faceset(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    def faceset(context: dg.AssetExecutionContext, storage: StorageResource,
+                face_analyzer: FaceAnalyzerResource) -> dg.MaterializeResult:
         """All faces of this identity across its sources, near-duplicates removed by perceptual
         hash (the sharpest of each cluster kept) and blurry or tiny faces dropped, each reason
         counted; a contact sheet previews what the model will learn from."""
@@ -46,6 +49,11 @@ def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         if missing:
             context.log.warning(f"{identity}: sources without extracted faces (failed or not yet run): {missing}")
         kept, stats = build_faceset(tables, settings)
+        ids, embeddings = sample_embeddings(face_analyzer.analyzer(project.extraction), kept)
+        mix = purity(ids, embeddings, project.extraction.identity_distance)
+        if mix["several_people"]:
+            context.log.warning(f"{identity}: {mix['outlier_share']:.0%} of sampled faces look like someone else "
+                                f"(e.g. {mix['outliers'][:3]}); add reference_photos to keep only this person")
         best = kept.sort_values("sharpness", ascending=False).head(SHEET_FACES)
         sheet = contact_sheet([decode_image(b) for b in best["image"]]) if len(best) else None
 
@@ -53,18 +61,18 @@ def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
             write_table(tmp / "faceset.parquet", kept)
             if sheet:
                 (tmp / "contact_sheet.png").write_bytes(sheet)
-            write_manifest(tmp, {"identity": identity, "stats": stats, "missing_sources": missing})
+            write_manifest(tmp, {"identity": identity, "stats": stats, "missing_sources": missing, "purity": mix})
 
         published = store.publish(store.location(identity, "faceset"), build)
         context.log.info(f"{identity}: kept {stats['kept']} of {stats['raw']} faces")
-        metadata = {**stats, "sources": len(tables), "missing_sources": len(missing),
+        metadata = {**stats, "sources": len(tables), "missing_sources": len(missing), "outlier_share": mix["outlier_share"],
                     "artifact": dg.MetadataValue.path(str(published.path))}
         if sheet:
             metadata["preview"] = image_md(sheet, f"{identity} faceset")
         return dg.MaterializeResult(
             metadata=metadata,
             data_version=dg.DataVersion(published.version),
-            check_results=evaluate_faceset(key, stats["kept"], len(tables)),
+            check_results=evaluate_faceset(key, stats["kept"], len(tables), mix),
         )
 
     return faceset

@@ -1,0 +1,66 @@
+"""Keeping only the right person: reference filtering and the purity report, on real faces."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+
+from swapline.ops import facetable
+from swapline.ops.faces import AnalyzerSettings, FaceAnalyzer
+from swapline.ops.identity import purity, sample_embeddings
+
+
+def frames(path, wanted: set[int]) -> dict[int, np.ndarray]:
+    out = {}
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in wanted:
+                out[i] = frame.to_ndarray(format="rgb24")
+            if len(out) == len(wanted):
+                return out
+    raise IndexError(wanted)
+
+
+@pytest.fixture(scope="module")
+def clips(media_dir):
+    return frames(media_dir / "WolfgangLanger_Pexels.mp4", {0, 60, 300, 420}), frames(media_dir / "single_face.mp4", {0, 30, 60})
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    return FaceAnalyzer(AnalyzerSettings(face_size=128))
+
+
+def records(analyzer, images, identity: str, sha: str, reference=None):
+    out = []
+    for index, image in images.items():
+        found, _ = facetable.extract_from_image(analyzer, image, identity=identity, source="s", source_sha=sha * 64,
+                                               frame_index=index, timestamp=0.0, reference=reference)
+        out += found
+    return out
+
+
+def test_side_by_side_frame_keeps_the_woman_and_rejects_the_man(analyzer, clips):
+    woman, man = clips
+    both = np.concatenate([man[30], woman[300]], axis=1)  # (360, 1280, 3): two people in one frame
+    reference = analyzer.embed(woman[0], analyzer.detect(woman[0])[0])[None, :]
+    kept, stats = facetable.extract_from_image(analyzer, both, identity="anna", source="s", source_sha="d" * 64,
+                                               frame_index=0, timestamp=0.0, reference=reference)
+    assert stats["detected"] == 2 and stats["rejected_identity"] == 1 and len(kept) == 1
+    assert kept[0].bbox[0] >= 640  # the kept face is on the woman's (right) half
+    assert kept[0].identity_distance < 0.6
+
+
+def test_purity_flags_a_mixed_faceset_and_passes_a_clean_one(tmp_path, analyzer, clips):
+    woman, man = clips
+    clean = records(analyzer, woman, "anna", "a")
+    mixed = clean + records(analyzer, man, "anna", "b")
+    for name, recs in (("clean", clean), ("mixed", mixed)):
+        facetable.write_faces(tmp_path / f"{name}.parquet", recs)
+    ids, emb = sample_embeddings(analyzer, facetable.read_faces(tmp_path / "clean.parquet"))
+    assert emb.shape == (4, 128) and purity(ids, emb, 0.6)["several_people"] is False
+    ids, emb = sample_embeddings(analyzer, facetable.read_faces(tmp_path / "mixed.parquet"))
+    report = purity(ids, emb, 0.6)
+    man_ids = {r.face_id for r in mixed[len(clean):]}
+    assert report["several_people"] is True and set(report["outliers"]) == man_ids  # 3 of 7 are the man
