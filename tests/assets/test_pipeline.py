@@ -78,9 +78,14 @@ def test_demo_graph_end_to_end(media_dir, swapline_home, instance, write_project
     assert evaluation.passed is False and evaluation.severity == dg.AssetCheckSeverity.WARN
 
     # Re-collecting an unchanged source gives the same data version: downstream stays fresh.
-    key = dg.AssetKey(["ben", "source_media"])
+    # So do frames and faces recomputed from it: their versions come from content, not run ids.
     partition = next(iter(project.source_keys("ben")))
-    before = latest_version(instance, key, partition)
-    assert dg.materialize(build_assets(project), selection=[key], partition_key=partition, instance=instance,
+    keys = [dg.AssetKey(["ben", stage]) for stage in ("source_media", "frames", "aligned_faces")]
+    before = [latest_version(instance, key, partition) for key in keys]
+    assert dg.materialize(build_assets(project), selection=keys, partition_key=partition, instance=instance,
                           resources=default_resources()).success
-    assert latest_version(instance, key, partition) == before
+    assert [latest_version(instance, key, partition) for key in keys] == before
+    faceset = dg.AssetKey(["ben", "faceset"])
+    before = latest_version(instance, faceset)
+    assert dg.materialize(build_assets(project), selection=[faceset], instance=instance, resources=default_resources()).success
+    assert latest_version(instance, faceset) == before
