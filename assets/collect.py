@@ -39,10 +39,11 @@ def source_media_asset(project: Project, identity: str) -> dg.AssetsDefinition:
             return _result(previous.manifest(), previous.version, previous.path)
 
         manifest: dict = {}
+        archive = store.location(identity, "download-archive.txt")  # yt-dlp's record of what it fetched
 
         def build(tmp: Path) -> None:
             if src.url:
-                manifest.update(ops.collect_url(src.url, tmp, downloader.fetch))
+                manifest.update(ops.collect_url(src.url, tmp, lambda url, dest: downloader.fetch(url, dest, archive)))
             elif src.video:
                 manifest.update(ops.collect_video(src.video))
             else:

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from swapline.ops.download import DownloadSettings, Downloaded, download_url
+from swapline.ops.download import AlreadyDownloaded, DownloadSettings, Downloaded, download_url
 
 
 class Downloader(dg.ConfigurableResource):
@@ -20,7 +20,15 @@ class Downloader(dg.ConfigurableResource):
     max_height: int = Field(default=1080, ge=144, description="Best format at or below this height.")
 
     def fetch(self, url: str, dest_dir: Path, archive: Path | None = None) -> Downloaded:
-        settings = DownloadSettings(
+        """Download into dest_dir, recording the video in `archive`. A video the archive already
+        lists whose file we no longer hold is fetched again rather than failing."""
+        try:
+            return download_url(url, dest_dir, self._settings(archive))
+        except AlreadyDownloaded:
+            return download_url(url, dest_dir, self._settings(None))
+
+    def _settings(self, archive: Path | None) -> DownloadSettings:
+        return DownloadSettings(
             retries=self.retries,
             fragment_retries=self.fragment_retries,
             socket_timeout=self.socket_timeout,
@@ -28,4 +36,3 @@ class Downloader(dg.ConfigurableResource):
             max_height=self.max_height,
             archive=archive,
         )
-        return download_url(url, dest_dir, settings)

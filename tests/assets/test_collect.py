@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import dagster as dg
 
 from swapline.build import build_assets, default_resources
@@ -24,6 +26,14 @@ def test_url_source_downloaded_by_yt_dlp_from_localhost(media_dir, swapline_home
     manifest = published.manifest()
     assert manifest["kind"] == "url" and manifest["sha256"] == sha256_file(media_dir / "single_face.mp4")
     assert sha256_file(published.path / manifest["file"]) == manifest["sha256"]
+    assert (swapline_home / "ben" / "download-archive.txt").read_text().strip()  # yt-dlp recorded it
+
+    # The artifact is lost but the archive remembers the video: it is fetched again, same content.
+    shutil.rmtree(swapline_home / "ben" / "source_media")
+    again = dg.materialize(build_assets(project), selection=[dg.AssetKey(["ben", "source_media"])],
+                           partition_key=partition, instance=instance, resources=default_resources())
+    assert again.success
+    assert store.current(store.location("ben", "source_media", partition)).manifest()["sha256"] == manifest["sha256"]
 
 
 def test_truncated_video_fails_only_its_own_partition(media_dir, swapline_home, instance, write_project, tmp_path):
