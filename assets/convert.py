@@ -46,7 +46,7 @@ def converted_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
         target_manifest = target.manifest()
         video = media_path(target_manifest, target.path)
         device = torch_device.resolve()
-        analyzer = face_analyzer.analyzer(project.extraction)
+        analyzer = face_analyzer.analyzer(project.extraction, device)
         swapper = FrameSwapper(analyzer, load_for_inference(model.path / "checkpoint", device), to_side, device, options)
         eta = Eta(target_manifest["video"]["frames"] or 0, context.log, f"{name} frames converted")
         model_manifest = model.manifest()

@@ -17,7 +17,8 @@ from pathlib import Path
 import dagster as dg
 
 from swapline.assets.common import Eta, code_version, sources_partitions
-from swapline.ops.extract import extract_faces, reference_embeddings, sample_source
+from swapline.ops.extract import RUN_STATS, extract_faces, reference_embeddings, sample_source
+from swapline.ops.facecache import CACHE_DIR, FaceCache, PhotoCache
 from swapline.ops.facetable import FORMAT_VERSION, write_faces
 from swapline.ops.media import BadMedia
 from swapline.ops.sandbox import IsolatedCrash
@@ -42,15 +43,17 @@ def frames_asset(project: Project, identity: str) -> dg.AssetsDefinition:
     def frames(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
         """Frames sampled from one source at `extraction.sample_fps` (near-identical consecutive
         frames skipped) as JPEG, or the source's photos normalised; decoding runs in a child
-        process so a damaged file fails only this partition."""
+        process so a damaged file fails only this partition. A photo normalised before (by
+        content, for any source) is linked from the cache instead of decoded again."""
         store = storage.store()
         key = context.partition_key
         source = store.current(store.location(identity, "source_media", key))
+        photo_cache = PhotoCache(store.location(CACHE_DIR))
         manifest: dict = {}
 
         def build(tmp: Path) -> None:
             try:
-                manifest.update(sample_source(source.manifest(), source.path, tmp, **settings))
+                manifest.update(sample_source(source.manifest(), source.path, tmp, photo_cache=photo_cache, **settings))
             except (BadMedia, IsolatedCrash) as exc:
                 raise dg.Failure(f"Source {key} of {identity} cannot be decoded: {exc}") from exc
             write_manifest(tmp, manifest)
@@ -63,6 +66,7 @@ def frames_asset(project: Project, identity: str) -> dg.AssetsDefinition:
             "decoded": manifest["decoded"],
             "skipped_similar": manifest["skipped_similar"],
             "skipped_files": len(skipped),
+            "photos_reused": photo_cache.hits,
             "artifact": dg.MetadataValue.path(str(published.path)),
         }
         if skipped:
@@ -83,14 +87,16 @@ def aligned_faces_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         group_name="extract",
         # Every extraction setting that changes which faces are found, or how they are cropped.
         code_version=code_version("aligned_faces", {"format": FORMAT_VERSION, "refs": [str(r) for r in references],
-                                                    **ext.model_dump(exclude={"sample_fps", "skip_similar", "max_frames"})}),
+                                                    **ext.model_dump(exclude={"sample_fps", "skip_similar", "max_frames", "workers"})}),
         kinds={"image", "parquet"},
     )
     def aligned_faces(context: dg.AssetExecutionContext, storage: StorageResource,
                       face_analyzer: FaceAnalyzerResource) -> dg.MaterializeResult:
         """Every face in one source's frames: detected, given 68 landmarks, aligned to a canonical
         crop and stored in one table together with its landmarks, transform and attributes
-        (faces.parquet, readable with pandas). With reference photos, only this person is kept."""
+        (faces.parquet, readable with pandas). With reference photos, only this person is kept.
+        Faces are cached by image content and settings, so only new frames are analysed (the
+        metadata counts detections_run and cache_hits), in `extraction.workers` processes."""
         store = storage.store()
         key = context.partition_key
         frames = store.current(store.location(identity, "frames", key))
@@ -98,8 +104,11 @@ def aligned_faces_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         reference = reference_embeddings(analyzer, list(references))
         frames_manifest = frames.manifest()
         eta = Eta(len(frames_manifest["frames"]), context.log, f"{identity}/{key} frames analysed")
+        cache = FaceCache(store.location(CACHE_DIR), analyzer, reference, ext.identity_distance)
         records, stats = extract_faces(frames.path, frames_manifest, analyzer, identity=identity, source=key,
-                                       reference=reference, max_distance=ext.identity_distance, progress=eta.tick)
+                                       reference=reference, max_distance=ext.identity_distance, progress=eta.tick,
+                                       cache=cache, workers=ext.workers)
+        run = {name: stats.pop(name) for name in RUN_STATS}  # not in the manifest: same faces, same version
 
         def build(tmp: Path) -> None:
             write_faces(tmp / "faces.parquet", records)
@@ -107,9 +116,10 @@ def aligned_faces_asset(project: Project, identity: str) -> dg.AssetsDefinition:
                                  "format_version": FORMAT_VERSION})
 
         published = store.publish(store.location(identity, "aligned_faces", key), build)
-        context.log.info(f"{stats['faces']} faces from {stats['frames']} frames")
+        context.log.info(f"{stats['faces']} faces from {stats['frames']} frames; {run['detections_run']} analysed "
+                         f"in {run['workers']} process(es), {run['cache_hits']} from the cache")
         return dg.MaterializeResult(
-            metadata={**stats, "backend": analyzer.settings.backend, "artifact": dg.MetadataValue.path(str(published.path))},
+            metadata={**stats, **run, "backend": analyzer.settings.backend, "artifact": dg.MetadataValue.path(str(published.path))},
             data_version=dg.DataVersion(published.version),
         )
 

@@ -3,32 +3,51 @@
 Frames are sampled to JPEG at a modest rate (never the whole video as PNGs), and each aligned
 face is written together with its landmarks and transform in one table (ops.facetable), so
 faces and alignment data cannot drift apart.
+
+Nothing is done twice (ops.facecache): photos are normalised once per content, and the faces
+of an image are looked up by (content, settings) before anything is detected. What is left
+to detect is spread over a pool of worker processes when there is enough of it: dlib's HOG
+detector and landmarks are single-threaded and cost ~5 ms a 640x360 frame (decoding the same
+frame costs well under 1 ms), so detection decides the stage's speed.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from swapline.ops import collect
+from swapline.ops.facecache import FaceCache, PhotoCache, face_indexes
 from swapline.ops.media import load_image, normalize_photos, sample_video
 
 logger = logging.getLogger(__name__)
 
+# Stats that describe a run rather than its result: metadata, never the manifest (they would
+# change the data version between a full and a cached run of the same content).
+RUN_STATS = ("detections_run", "cache_hits", "workers")
+# A worker needs ~1 s of CPU to start (imports ~0.5 s, dlib's models ~0.55 s) and a 640x360
+# frame ~15 ms (benchmarks/extract_speed.py): below this many frames the pool costs more than
+# it saves (the in-process path loads the models once per process, and may have them already).
+POOL_MIN_FRAMES = 64
+CHUNK_FRAMES = 8  # frames per task: amortises the hand-over, keeps the workers' tails short
+
 
 def sample_source(source: dict[str, Any], source_dir: Path, out_dir: Path, *, sample_fps: float,
-                  skip_similar: float, max_frames: int | None) -> dict[str, Any]:
+                  skip_similar: float, max_frames: int | None, photo_cache: PhotoCache | None = None) -> dict[str, Any]:
     """Frames of one collected source written into `out_dir`; returns the frames manifest.
 
     Videos are decoded in a child process (damaged media can crash FFmpeg); photos are
-    normalised (EXIF orientation, colour mode) with a per-file reason for each one skipped.
+    normalised (EXIF orientation, colour mode) with a per-file reason for each one skipped;
+    with `photo_cache`, only photos it does not hold yet are decoded.
     """
     if source["kind"] == "photos":
-        kept, skipped = normalize_photos([Path(f["path"]) for f in source["files"]], out_dir)
+        kept, skipped = _normalize_photos(source["files"], out_dir, photo_cache)
         frames = [{"index": -1, "timestamp": 0.0, "file": k["file"], "sha256": k["sha256"], "photo": k["photo"]} for k in kept]
         return {"kind": "photos", "frames": frames, "skipped": skipped, "decoded": len(source["files"]), "skipped_similar": 0}
     path = collect.media_path(source, source_dir)
@@ -45,6 +64,39 @@ def sample_source(source: dict[str, Any], source_dir: Path, out_dir: Path, *, sa
     }
 
 
+def _normalize_photos(files: list[dict], out_dir: Path, cache: PhotoCache | None) -> tuple[list[dict], list[dict]]:
+    """normalize_photos for the files the cache lacks; the same (kept, skipped), in file order."""
+    if cache is None:
+        return normalize_photos([Path(f["path"]) for f in files], out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    found: dict[str, dict] = {}
+    missing = []
+    for f in files:  # the sha256 is the one collected: the content source_media vouched for
+        name = f"p{f['sha256'][:16]}.jpg"
+        if (out_dir / name).exists() or cache.fetch(f["sha256"], out_dir / name):
+            found[f["path"]] = {"photo": f["path"], "file": name, "sha256": f["sha256"]}
+        else:
+            missing.append(Path(f["path"]))
+    new, skipped = normalize_photos(missing, out_dir)
+    for record in new:
+        cache.store(record["sha256"], out_dir / record["file"])
+        found[record["photo"]] = record
+    # Duplicates across cached and new photos: the first in file order is kept, as without a cache.
+    kept, seen = [], {}
+    for f in files:
+        record = found.get(f["path"])
+        if record is None:
+            continue
+        if record["sha256"] in seen:
+            skipped.append({"photo": f["path"], "reason": f"duplicate of {seen[record['sha256']]}"})
+            continue
+        seen[record["sha256"]] = f["path"]
+        kept.append(record)
+    order = {f["path"]: i for i, f in enumerate(files)}
+    skipped.sort(key=lambda s: order.get(s["photo"], len(order)))
+    return kept, skipped
+
+
 def reference_embeddings(analyzer, photos: list[Path]) -> np.ndarray | None:
     """Embeddings (K, 128) of the largest face in each reference photo; None without references."""
     if not photos:
@@ -59,27 +111,138 @@ def reference_embeddings(analyzer, photos: list[Path]) -> np.ndarray | None:
     return np.stack(rows).astype(np.float32)
 
 
+def resolve_workers(workers: int) -> int:
+    """`Extraction.workers` as a process count: 0 means one per CPU core this process may use,
+    and more than that is capped to it (the work is CPU-bound: extra processes only add memory)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return min(workers, cores) if workers > 0 else cores
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every frame of one extraction shares; sent once to each worker."""
+
+    frames_dir: Path
+    identity: str
+    source: str
+    reference: np.ndarray | None
+    max_distance: float
+    cache: FaceCache | None
+
+
+def _analyse(analyzer, job: _Job, frame: dict[str, Any]) -> tuple[list, dict[str, int]]:
+    """Detect, align and record the faces of one frame, and cache them."""
+    from swapline.ops.facetable import encode_png, extract_from_image
+
+    found, stats = extract_from_image(
+        analyzer, load_image(job.frames_dir / frame["file"]), identity=job.identity, source=job.source,
+        source_sha=frame["sha256"], frame_index=frame["index"], timestamp=frame["timestamp"],
+        photo=frame["photo"], reference=job.reference, max_distance=job.max_distance,
+    )
+    for record in found:  # PNG once, where the work is spread: the cache and the table reuse it
+        record.image = encode_png(record.image)
+    if job.cache is not None:
+        indexes = face_indexes(found, frame["sha256"], frame["index"], stats["detected"])
+        job.cache.put(frame["sha256"], found, indexes, stats)
+    return found, stats
+
+
+_worker: tuple[Any, _Job] | None = None  # this worker process's analyzer and job
+
+
+def _init_worker(settings, job: _Job) -> None:
+    """Runs once per worker: dlib's models then load on its first frame and stay loaded
+    (ops.faces caches them per process), so each worker pays for them once."""
+    global _worker
+    from swapline.ops.faces import FaceAnalyzer
+
+    _worker = (FaceAnalyzer(settings), job)
+
+
+def _analyse_chunk(chunk: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, list, dict[str, int]]]:
+    analyzer, job = _worker
+    return [(i, *_analyse(analyzer, job, frame)) for i, frame in chunk]
+
+
+def _pool_settings(analyzer) -> Any:
+    """Settings a worker rebuilds the analyzer from, or None when it must stay in-process:
+    only dlib is CPU-bound per frame (FAN batches on its device, and its model would have to
+    load in every worker). "auto" is pinned to dlib so a worker cannot resolve it otherwise."""
+    from swapline.ops.faces import FaceAnalyzer
+
+    if not isinstance(analyzer, FaceAnalyzer) or getattr(analyzer, "resolved_backend", "dlib") != "dlib":
+        return None
+    return replace(analyzer.settings, backend="dlib")
+
+
+def _run_pool(settings, job: _Job, todo: list[tuple[int, dict]], workers: int):
+    """Yield (position, records, stats) per frame, as the workers finish chunks of them."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    chunks = [todo[i:i + CHUNK_FRAMES] for i in range(0, len(todo), CHUNK_FRAMES)]
+    # spawn, as ops.sandbox: the parent (Dagster) has threads, and forking those can deadlock.
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(settings, job))
+    try:
+        for future in as_completed([pool.submit(_analyse_chunk, chunk) for chunk in chunks]):
+            try:
+                yield from future.result()
+            except BrokenProcessPool as exc:
+                raise RuntimeError(f"a face extraction worker died ({exc}); retry with extraction.workers: 1") from exc
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def extract_faces(frames_dir: Path, frames: dict[str, Any], analyzer, *, identity: str, source: str,
                   reference: np.ndarray | None, max_distance: float,
-                  progress: Callable[[int], None] | None = None) -> tuple[list, dict[str, int]]:
-    """Detect, align and describe every face in the sampled frames of one source."""
-    from swapline.ops.facetable import extract_from_image
+                  progress: Callable[[int], None] | None = None, cache: FaceCache | None = None,
+                  workers: int = 1) -> tuple[list, dict[str, int]]:
+    """Detect, align and describe every face in the sampled frames of one source.
+
+    Frames whose content `cache` knows are not analysed again; the rest run in `workers`
+    processes (0: one per core) when there are at least POOL_MIN_FRAMES of them, else here.
+    The records are in frame order and identical whichever way they were produced; the
+    stats include RUN_STATS (detections_run, cache_hits, workers)."""
+    items = frames["frames"]
+    results: list[tuple[list, dict] | None] = [None] * len(items)
+    todo = []
+    for i, frame in enumerate(items):
+        hit = cache.get(frame["sha256"]) if cache is not None else None
+        if hit is None:
+            todo.append((i, frame))
+        else:
+            results[i] = hit.for_frame(frame, identity=identity, source=source), hit.stats
+    done = len(items) - len(todo)
+    if progress and done:
+        progress(done)
+    job = _Job(Path(frames_dir), identity, source, reference, max_distance, cache)
+    n_workers = min(resolve_workers(workers), math.ceil(len(todo) / CHUNK_FRAMES))
+    settings = _pool_settings(analyzer) if n_workers > 1 and len(todo) >= POOL_MIN_FRAMES else None
+    if settings is not None:
+        logger.info("analysing %d frames in %d worker processes", len(todo), n_workers)
+        analysed = _run_pool(settings, job, todo, n_workers)
+    else:
+        n_workers = 1 if todo else 0
+        analysed = ((i, *_analyse(analyzer, job, frame)) for i, frame in todo)
+    for i, found, frame_stats in analysed:
+        results[i] = found, frame_stats
+        done += 1
+        if progress:
+            progress(done)
 
     records: list = []
-    stats = {"frames": len(frames["frames"]), "frames_with_face": 0, "faces": 0, "rejected_identity": 0, "too_small": 0}
-    for i, frame in enumerate(frames["frames"]):
-        image = load_image(frames_dir / frame["file"])
-        found, frame_stats = extract_from_image(
-            analyzer, image, identity=identity, source=source, source_sha=frame["sha256"],
-            frame_index=frame["index"], timestamp=frame["timestamp"], photo=frame["photo"],
-            reference=reference, max_distance=max_distance,
-        )
+    stats = {"frames": len(items), "frames_with_face": 0, "faces": 0, "rejected_identity": 0, "too_small": 0}
+    for found, frame_stats in results:
         _merge(stats, frame_stats)
         stats["frames_with_face"] += bool(found)
         records.extend(found)
-        if progress:
-            progress(i + 1)
     stats["faces"] = len(records)
+    stats.update(detections_run=len(todo), cache_hits=len(items) - len(todo), workers=n_workers)
     return records, stats
 
 

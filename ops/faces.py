@@ -1,7 +1,9 @@
-"""Face detection, 68-point landmarks, identity embeddings and per-face attributes (dlib).
+"""Face detection, 68-point landmarks, identity embeddings and per-face attributes.
 
-The alignment geometry (template, similarity fit, warping, hull mask) lives in
-`swapline.ops.alignment` and is re-exported here, so callers need only this module.
+Faces are found by dlib (HOG, or MMOD on request); their 68 landmarks come from dlib's shape
+predictor or from FAN (`swapline.ops.fan`: more precise on turned and expressive faces), in
+the same layout. The alignment geometry (template, similarity fit, warping, hull mask) lives
+in `swapline.ops.alignment` and is re-exported here, so callers need only this module.
 
 dlib and OpenCV are imported inside functions: this module is imported when Dagster loads
 the code location, and the dlib models (~100 MB) load once per process on first use.
@@ -40,15 +42,18 @@ class AnalyzerSettings:
     """Everything that changes which faces are found and how they are cropped; its
     `as_dict()` goes into the face assets' version hash."""
 
-    backend: str = "dlib"  # "dlib" | "fan" (not yet) | "auto" (fan when available, else dlib)
+    backend: str = "dlib"  # "dlib" | "fan" | "auto" (FAN when its weights are present, else dlib)
     detector: str = "hog"  # dlib HOG (fast, frontal) or "cnn" (MMOD: slower, more poses)
     upsample: int = 0  # detector upsampling passes (finds smaller faces, ~4x slower each)
     detect_scale: float = 0.5  # detect on a frame shrunk by this; landmarks at full size
     min_face: int = 40  # faces narrower than this many source px are dropped (and counted)
     face_size: int = 256  # aligned crop side in px
     padding: float = 0.3  # margin around the template's unit square, as a fraction of it
+    flip_input: bool = False  # FAN: also run the mirrored crop and average (2x the cost, steadier)
 
     def as_dict(self) -> dict[str, Any]:
+        # Only what changes results: where the weights are and which device runs them are
+        # FaceAnalyzer arguments, not settings, so moving either keeps the faces' version.
         return asdict(self)
 
 
@@ -105,21 +110,37 @@ def as_rgb8(image: np.ndarray) -> np.ndarray:
 
 
 class FaceAnalyzer:
-    """Finds faces and their 68 landmarks, and embeds them for identity matching."""
+    """Finds faces and their 68 landmarks, and embeds them for identity matching.
 
-    def __init__(self, settings: AnalyzerSettings | None = None) -> None:
+    `fan_weights_dir` (a torch hub folder; empty: torch's own) and `device` matter only to the
+    FAN backend; `resolved_backend` says which landmark model "auto" settled on."""
+
+    def __init__(self, settings: AnalyzerSettings | None = None, *, fan_weights_dir: str = "",
+                 device: str = "cpu") -> None:
         settings = settings or AnalyzerSettings()
         if settings.backend not in BACKENDS:
             raise ValueError(f"unknown face backend {settings.backend!r}; expected one of {BACKENDS}")
-        if settings.backend == "fan":
-            raise NotImplementedError("the 'fan' landmark backend is not implemented yet; use 'dlib' or 'auto'")
         if settings.detector not in DETECTORS:
             raise ValueError(f"unknown face detector {settings.detector!r}; expected one of {DETECTORS}")
         if not 0.0 < settings.detect_scale <= 1.0:
             raise ValueError(f"detect_scale must be in (0, 1], got {settings.detect_scale}")
-        if settings.backend == "auto":
-            logger.info("face backend 'auto': FAN is not available, using dlib")
         self.settings = settings
+        self._fan = None
+        if settings.backend != "dlib":
+            from swapline.ops import fan
+
+            try:
+                self._fan = fan.FanLandmarker(fan_weights_dir, device=device, flip_input=settings.flip_input)
+            except fan.FanWeightsMissing as exc:
+                if settings.backend == "fan":
+                    raise
+                logger.info("face backend 'auto': using dlib landmarks. %s", exc)
+        self.resolved_backend = "fan" if self._fan is not None else "dlib"
+
+    def describe(self) -> dict[str, Any]:
+        """The settings plus the landmark model actually used, for manifests and metadata."""
+        model = self._fan.weights.name if self._fan is not None else "dlib shape_predictor_68_face_landmarks"
+        return {**self.settings.as_dict(), "resolved_backend": self.resolved_backend, "landmark_model": model}
 
     def detect(self, image_rgb: np.ndarray) -> list[DetectedFace]:
         """Faces largest first; those narrower than `min_face` source px are left out."""
@@ -127,34 +148,48 @@ class FaceAnalyzer:
 
     def detect_with_stats(self, image_rgb: np.ndarray) -> tuple[list[DetectedFace], int]:
         """(faces largest first, number of faces dropped for being smaller than min_face)."""
+        return self.detect_many([image_rgb])[0]
+
+    def detect_many(self, images_rgb: list[np.ndarray]) -> list[tuple[list[DetectedFace], int]]:
+        """`detect_with_stats` of each image; FAN runs once over the faces of all of them, so
+        a caller with a GPU can hand over several frames at a time."""
+        images = [as_rgb8(image) for image in images_rgb]
+        boxes, scores, n_small = [], [], []
+        for image in images:
+            found = self._boxes(image)
+            kept = [(box, score) for box, score in found if min(box[2] - box[0], box[3] - box[1]) >= self.settings.min_face]
+            boxes.append([box for box, _ in kept])
+            scores.append([score for _, score in kept])
+            n_small.append(len(found) - len(kept))
+        if self._fan is not None:
+            points = self._fan.landmarks_batch(images, boxes)
+        else:
+            points = [self._dlib_landmarks(image, image_boxes) for image, image_boxes in zip(images, boxes)]
+        results = []
+        for image, image_boxes, image_scores, image_points, small in zip(images, boxes, scores, points, n_small):
+            height, width = image.shape[:2]
+            faces = [DetectedFace(bbox=(max(0, round(x0)), max(0, round(y0)), min(width, round(x1)), min(height, round(y1))),
+                                  landmarks=np.asarray(p, dtype=np.float32), score=float(score))
+                     for (x0, y0, x1, y1), score, p in zip(image_boxes, image_scores, image_points)]
+            faces.sort(key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]), reverse=True)
+            results.append((faces, small))
+        return results
+
+    @staticmethod
+    def _dlib_landmarks(image: np.ndarray, boxes: list[tuple[float, float, float, float]]) -> list[np.ndarray]:
         import dlib
 
-        image = as_rgb8(image_rgb)
-        height, width = image.shape[:2]
         predictor = _shape_predictor()
-        faces: list[DetectedFace] = []
-        n_small = 0
-        for (x0, y0, x1, y1), score in self._boxes(image):
-            if min(x1 - x0, y1 - y0) < self.settings.min_face:
-                n_small += 1
-                continue
+        points = []
+        for x0, y0, x1, y1 in boxes:
             # Landmarks come from the full-resolution frame: the downscale only speeds up
             # the sliding-window search, it would cost landmark precision.
-            rect = dlib.rectangle(round(x0), round(y0), round(x1), round(y1))
-            shape = predictor(image, rect)
-            points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
-            bbox = (
-                max(0, round(x0)),
-                max(0, round(y0)),
-                min(width, round(x1)),
-                min(height, round(y1)),
-            )
-            faces.append(DetectedFace(bbox=bbox, landmarks=points, score=float(score)))
-        faces.sort(key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]), reverse=True)
-        return faces, n_small
+            shape = predictor(image, dlib.rectangle(round(x0), round(y0), round(x1), round(y1)))
+            points.append(np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32))
+        return points
 
     def _boxes(self, image: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
-        """Detector boxes in source px (unclipped) with their scores."""
+        """Detector boxes in source px (unclipped, right/bottom exclusive) with their scores."""
         import cv2
 
         scale = self.settings.detect_scale

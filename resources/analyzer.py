@@ -14,7 +14,7 @@ class FaceAnalyzerResource(dg.ConfigurableResource):
 
     fan_weights_dir: str = Field(
         default="",
-        description="Torch hub folder holding FAN's weights (checkpoints/2DFAN4-*.zip); empty: $TORCH_HOME/hub or ~/.cache/torch/hub.",
+        description="Torch hub folder holding FAN's weights (checkpoints/2DFAN4-11f355bf06.pth.tar); empty: $TORCH_HOME/hub or ~/.cache/torch/hub.",
     )
 
     def settings(self, extraction: Extraction) -> AnalyzerSettings:
@@ -25,7 +25,10 @@ class FaceAnalyzerResource(dg.ConfigurableResource):
             detect_scale=extraction.detect_scale,
             min_face=extraction.min_face,
             face_size=extraction.face_size,
+            flip_input=extraction.flip_input,
         )
 
     def analyzer(self, extraction: Extraction, device: str = "cpu") -> FaceAnalyzer:
-        return FaceAnalyzer(self.settings(extraction))
+        """`device` (a TorchDevice's resolve()) runs FAN; the weights folder and the device are
+        kept out of the settings, so neither changes the faces' version."""
+        return FaceAnalyzer(self.settings(extraction), fan_weights_dir=self.fan_weights_dir, device=device)

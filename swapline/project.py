@@ -147,6 +147,7 @@ class Extraction(_Strict):
     min_face: int = Field(default=40, ge=8, description="Faces smaller than this (source px) are dropped.")
     skip_similar: float = Field(default=1.0, ge=0, description="Skip frames whose mean abs difference is below this.")
     max_frames: int | None = Field(default=None, ge=1, description="Cap on frames sampled per video (None: all).")
+    workers: int = Field(default=2, ge=0, le=256, description="Processes detecting faces in parallel, at most one per CPU core (0: one per core); changes speed, never results.")
 
 
 Name = Annotated[str, Field(pattern=SLUG.pattern)]

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pytest
 import yaml
 
@@ -68,3 +69,21 @@ def http_root(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def video_frames(path: Path, indices: set[int] | list[int]) -> dict[int, np.ndarray]:
+    """RGB frames (H, W, 3) of a real clip, by index, decoded with PyAV."""
+    import av
+
+    wanted, out = set(indices), {}
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in wanted:
+                out[i] = frame.to_ndarray(format="rgb24")
+            if len(out) == len(wanted):
+                return out
+    raise IndexError(f"{path} lacks some of frames {sorted(wanted - set(out))}")
+
+
+def video_frame(path: Path, index: int) -> np.ndarray:
+    return video_frames(path, [index])[index]

@@ -6,8 +6,8 @@ import datetime
 
 import dagster as dg
 import yaml
-
 from swapline.assets.automation import project_sync_sensor, sync_partitions
+
 from swapline.build import build_definitions
 from tests.conftest import CONSENT
 

@@ -4,9 +4,13 @@ import pickle
 import numpy as np
 import pytest
 import torch
-
 from swapline.ops import checkpoint as ckpt
-from swapline.ops.checkpoint import CheckpointError, load_checkpoint, restore_rng, save_checkpoint
+from swapline.ops.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from swapline.ops.model import FaceSwapAE, ModelConfig
 
 CONFIG = {"model": ModelConfig().to_dict()}

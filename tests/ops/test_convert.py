@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import av
 import numpy as np
-
 from swapline.ops.convert import ConvertOptions, convert_video, match_mean_std
 from swapline.ops.provenance import container_tags, draw_mark
 

@@ -8,9 +8,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from swapline.ops import storage
-from swapline.ops.download import AlreadyDownloaded, DownloadError, DownloadSettings, download_url
+from swapline.ops.download import (
+    AlreadyDownloaded,
+    DownloadError,
+    DownloadSettings,
+    download_url,
+)
 
 MEDIA = Path(__file__).resolve().parents[2] / "demo" / "media"
 CLIP = MEDIA / "single_face.mp4"

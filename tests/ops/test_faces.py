@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import math
 
-import av
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from swapline.ops import faces
 
 from swapline.demo_media import fetch
-from swapline.ops import faces
+from tests.conftest import video_frame
 
 
 @pytest.fixture(scope="module")
 def media():
     return fetch()
-
-
-def video_frame(path, index: int) -> np.ndarray:
-    with av.open(str(path)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if i == index:
-                return frame.to_ndarray(format="rgb24")
-    raise IndexError(f"{path} has no frame {index}")
 
 
 @pytest.fixture(scope="module")
@@ -219,10 +211,38 @@ def test_sharpness_and_brightness(still_face, still):
     assert brighter > mean and same_std == pytest.approx(std, rel=0.05)
 
 
-def test_backends_and_settings():
+def test_backends_and_settings(tmp_path):
     assert faces.AnalyzerSettings().as_dict()["detect_scale"] == 0.5
     assert faces.FaceAnalyzer(faces.AnalyzerSettings(backend="auto")).settings.backend == "auto"
-    with pytest.raises(NotImplementedError):
-        faces.FaceAnalyzer(faces.AnalyzerSettings(backend="fan"))
+    with pytest.raises(FileNotFoundError):  # no FAN weights in an empty hub folder
+        faces.FaceAnalyzer(faces.AnalyzerSettings(backend="fan"), fan_weights_dir=str(tmp_path))
     with pytest.raises(ValueError):
         faces.FaceAnalyzer(faces.AnalyzerSettings(detector="mtcnn"))
+
+
+# Hand-read on an 8x nearest-neighbour enlargement of scikit-image's astronaut (512 x 512 RGB)
+# with a 10 px grid drawn on it, in pixel coordinates (x right, y down): each eye's centre
+# (midway between its corners, on the iris), the nose tip (the highlight just above the
+# nostrils) and the mouth's centre (midway between its corners, on the teeth). A dlib overlay
+# on the same enlargement was then checked by eye: every point sits on its feature.
+ASTRONAUT_EYE_IMAGE_LEFT = (203.0, 101.5)  # the subject's right eye
+ASTRONAUT_EYE_IMAGE_RIGHT = (246.0, 103.0)
+ASTRONAUT_NOSE_TIP = (224.5, 127.0)
+ASTRONAUT_MOUTH = (223.5, 145.0)
+
+
+def test_dlib_landmarks_land_on_the_astronauts_features(analyzer):
+    from skimage import data  # ships the photo in its wheel: no download
+
+    (face,) = analyzer.detect(data.astronaut())  # an ~90 px face: needs detect_scale 1.0
+    points = face.landmarks
+    found = {
+        "eye_image_left": points[36:42].mean(axis=0),
+        "eye_image_right": points[42:48].mean(axis=0),
+        "nose_tip": points[30],
+        "mouth": points[48:68].mean(axis=0),
+    }
+    expected = {"eye_image_left": ASTRONAUT_EYE_IMAGE_LEFT, "eye_image_right": ASTRONAUT_EYE_IMAGE_RIGHT,
+                "nose_tip": ASTRONAUT_NOSE_TIP, "mouth": ASTRONAUT_MOUTH}
+    for name, position in expected.items():
+        assert np.linalg.norm(found[name] - np.array(position)) < 4.0, (name, found[name], position)

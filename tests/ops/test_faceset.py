@@ -5,27 +5,23 @@ from __future__ import annotations
 import dataclasses
 import io
 
-import av
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from swapline.ops import faces, facetable
+from swapline.ops.faceset import (
+    FacesetSettings,
+    build_faceset,
+    contact_sheet,
+    dedup_keep,
+    hamming,
+    phash_ints,
+)
 
 from swapline.demo_media import fetch
-from swapline.ops import faces, facetable
-from swapline.ops.faceset import FacesetSettings, build_faceset, contact_sheet, dedup_keep, hamming, phash_ints
-
-
-def video_frames(path, indices: set[int]) -> dict[int, np.ndarray]:
-    out = {}
-    with av.open(str(path)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if i in indices:
-                out[i] = frame.to_ndarray(format="rgb24")
-            if len(out) == len(indices):
-                return out
-    raise IndexError(f"{path} lacks some of frames {sorted(indices)}")
+from tests.conftest import video_frames
 
 
 def variant(record: facetable.FaceRecord, crop: np.ndarray, tag: str) -> facetable.FaceRecord:

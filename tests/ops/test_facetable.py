@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import math
 
-import av
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-
-from swapline.demo_media import fetch
 from swapline.ops import faces, facetable
 
-
-def video_frame(path, index: int) -> np.ndarray:
-    with av.open(str(path)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if i == index:
-                return frame.to_ndarray(format="rgb24")
-    raise IndexError(f"{path} has no frame {index}")
+from swapline.demo_media import fetch
+from tests.conftest import video_frame
 
 
 @pytest.fixture(scope="module")

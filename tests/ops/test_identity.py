@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import av
 import numpy as np
 import pytest
-
 from swapline.ops import facetable
 from swapline.ops.faces import AnalyzerSettings, FaceAnalyzer
 from swapline.ops.identity import purity, sample_embeddings
 
-
-def frames(path, wanted: set[int]) -> dict[int, np.ndarray]:
-    out = {}
-    with av.open(str(path)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if i in wanted:
-                out[i] = frame.to_ndarray(format="rgb24")
-            if len(out) == len(wanted):
-                return out
-    raise IndexError(wanted)
+from tests.conftest import video_frames
 
 
 @pytest.fixture(scope="module")
 def clips(media_dir):
-    return frames(media_dir / "WolfgangLanger_Pexels.mp4", {0, 60, 300, 420}), frames(media_dir / "single_face.mp4", {0, 30, 60})
+    return video_frames(media_dir / "WolfgangLanger_Pexels.mp4", {0, 60, 300, 420}), video_frames(media_dir / "single_face.mp4", {0, 30, 60})
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from swapline.ops.model import PRESETS, SIDES, FaceSwapAE, ModelConfig
 
 

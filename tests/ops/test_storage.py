@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from swapline.ops.storage import ArtifactStore, MissingArtifact, write_manifest
 
 

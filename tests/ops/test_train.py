@@ -1,11 +1,21 @@
 import numpy as np
 import pytest
 import torch
-
-from swapline.ops.augment import augment_pair, color_jitter, random_affine_flip, random_warp
+from swapline.ops.augment import (
+    augment_pair,
+    color_jitter,
+    random_affine_flip,
+    random_warp,
+)
 from swapline.ops.checkpoint import CheckpointError, read_state
 from swapline.ops.model import FaceSwapAE, ModelConfig
-from swapline.ops.train import TrainConfig, load_for_inference, preview_grid, swap_batch, train
+from swapline.ops.train import (
+    TrainConfig,
+    load_for_inference,
+    preview_grid,
+    swap_batch,
+    train,
+)
 
 
 def _faces(n: int, size: int, seed: int) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Throughput measurements, run by hand (`python -m benchmarks.<name>`), not by pytest."""
