@@ -49,7 +49,8 @@ def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         if missing:
             context.log.warning(f"{identity}: sources without extracted faces (failed or not yet run): {missing}")
         kept, stats = build_faceset(tables, settings)
-        ids, embeddings = sample_embeddings(face_analyzer.analyzer(project.extraction), kept)
+        ids, embeddings = sample_embeddings(face_analyzer.analyzer(project.extraction), kept,
+                                            cache_dir=store.location("_cache", "embeddings"))
         mix = purity(ids, embeddings, project.extraction.identity_distance)
         if mix["several_people"]:
             context.log.warning(f"{identity}: {mix['outlier_share']:.0%} of sampled faces look like someone else "

@@ -25,6 +25,7 @@ from swapline.ops.sandbox import IsolatedCrash
 from swapline.ops.storage import write_manifest
 from swapline.project import Project
 from swapline.resources.analyzer import FaceAnalyzerResource
+from swapline.resources.device import TorchDevice
 from swapline.resources.storage import StorageResource
 
 
@@ -91,7 +92,7 @@ def aligned_faces_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         kinds={"image", "parquet"},
     )
     def aligned_faces(context: dg.AssetExecutionContext, storage: StorageResource,
-                      face_analyzer: FaceAnalyzerResource) -> dg.MaterializeResult:
+                      face_analyzer: FaceAnalyzerResource, torch_device: TorchDevice) -> dg.MaterializeResult:
         """Every face in one source's frames: detected, given 68 landmarks, aligned to a canonical
         crop and stored in one table together with its landmarks, transform and attributes
         (faces.parquet, readable with pandas). With reference photos, only this person is kept.
@@ -100,7 +101,8 @@ def aligned_faces_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         store = storage.store()
         key = context.partition_key
         frames = store.current(store.location(identity, "frames", key))
-        analyzer = face_analyzer.analyzer(ext)
+        # The device string, not resolve(): torch is imported only if FAN is the backend.
+        analyzer = face_analyzer.analyzer(ext, torch_device.device)
         reference = reference_embeddings(analyzer, list(references))
         frames_manifest = frames.manifest()
         eta = Eta(len(frames_manifest["frames"]), context.log, f"{identity}/{key} frames analysed")
@@ -112,14 +114,16 @@ def aligned_faces_asset(project: Project, identity: str) -> dg.AssetsDefinition:
 
         def build(tmp: Path) -> None:
             write_faces(tmp / "faces.parquet", records)
-            write_manifest(tmp, {"source": key, "backend": analyzer.settings.as_dict(), "stats": stats,
+            # describe(): the settings plus the backend "auto" resolved to, so that resolution
+            # is part of the data version.
+            write_manifest(tmp, {"source": key, "backend": analyzer.describe(), "stats": stats,
                                  "format_version": FORMAT_VERSION})
 
         published = store.publish(store.location(identity, "aligned_faces", key), build)
         context.log.info(f"{stats['faces']} faces from {stats['frames']} frames; {run['detections_run']} analysed "
                          f"in {run['workers']} process(es), {run['cache_hits']} from the cache")
         return dg.MaterializeResult(
-            metadata={**stats, **run, "backend": analyzer.settings.backend, "artifact": dg.MetadataValue.path(str(published.path))},
+            metadata={**stats, **run, "backend": analyzer.resolved_backend, "artifact": dg.MetadataValue.path(str(published.path))},
             data_version=dg.DataVersion(published.version),
         )
 

@@ -245,6 +245,10 @@ class FanLandmarker:
         path = find_weights(weights_dir)
         if path is None:
             raise FanWeightsMissing(missing_message(weights_dir))
+        if device == "auto":  # resolved here, so torch is imported only when FAN actually runs
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.weights, self.device, self.flip_input = path, device, flip_input
         # On CPU, batches do not pay: 4.8 crops/s at batch 8 vs 7.1 at batch 1 (2 cores,
         # benchmarks/fan_throughput.py); on a GPU they are what keeps it busy.

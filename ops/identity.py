@@ -3,13 +3,17 @@ guests; this samples the faces' embeddings and reports the ones far from the maj
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from swapline.ops.faces import DetectedFace, transform_points
 from swapline.ops.facetable import decode_image
+from swapline.ops.storage import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -25,11 +29,36 @@ def crop_embedding(analyzer, crop: np.ndarray, landmarks: np.ndarray, matrix: np
     return analyzer.embed(crop, DetectedFace(bbox=(int(x0), int(y0), int(x1), int(y1)), landmarks=points, score=1.0))
 
 
-def sample_embeddings(analyzer, table, limit: int = SAMPLE, seed: int = 0) -> tuple[list[str], np.ndarray]:
-    """(face ids, embeddings (K, 128)) of up to `limit` faces drawn evenly at random."""
-    rows = table.sample(n=min(limit, len(table)), random_state=seed) if len(table) else table
-    embeddings = [crop_embedding(analyzer, decode_image(r.image), r.landmarks, r.matrix) for r in rows.itertuples()]
+def sample_embeddings(analyzer, table, limit: int = SAMPLE, cache_dir: Path | None = None) -> tuple[list[str], np.ndarray]:
+    """(face ids, embeddings (K, 128)) of up to `limit` faces.
+
+    The sample is the faces with the smallest hash of their id: spread over all sources, and
+    stable when faces are added (a new face joins only if its hash is small), so with the
+    embedding cache a rebuild after adding photos computes few or no new embeddings.
+    """
+    order = sorted(range(len(table)), key=lambda i: hashlib.sha1(table["face_id"].iloc[i].encode()).digest())
+    rows = table.iloc[order[:limit]]
+    embeddings = [_cached_embedding(analyzer, row, cache_dir) for row in rows.itertuples()]
     return list(rows["face_id"]), np.stack(embeddings) if embeddings else np.zeros((0, 128), np.float32)
+
+
+def _cached_embedding(analyzer, row, cache_dir: Path | None) -> np.ndarray:
+    if cache_dir is None:
+        return crop_embedding(analyzer, decode_image(row.image), row.landmarks, row.matrix)
+    # Keyed by exactly what the embedding is computed from: the crop and its landmarks.
+    digest = hashlib.sha256(row.image + np.asarray(row.landmarks, np.float32).tobytes()
+                            + np.asarray(row.matrix, np.float64).tobytes()).hexdigest()
+    path = cache_dir / digest[:2] / f"{digest}.npy"
+    if path.is_file():
+        try:
+            return np.load(path)
+        except (OSError, ValueError):
+            logger.warning("damaged embedding cache entry %s: recomputing", path)
+    embedding = crop_embedding(analyzer, decode_image(row.image), row.landmarks, row.matrix)
+    buffer = io.BytesIO()
+    np.save(buffer, embedding)
+    atomic_write_bytes(path, buffer.getvalue())
+    return embedding
 
 
 def purity(face_ids: list[str], embeddings: np.ndarray, max_distance: float) -> dict[str, Any]:

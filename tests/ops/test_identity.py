@@ -53,3 +53,21 @@ def test_purity_flags_a_mixed_faceset_and_passes_a_clean_one(tmp_path, analyzer,
     report = purity(ids, emb, 0.6)
     man_ids = {r.face_id for r in mixed[len(clean):]}
     assert report["several_people"] is True and set(report["outliers"]) == man_ids  # 3 of 7 are the man
+
+
+def test_embedding_sample_is_cached_and_stable_when_faces_are_added(tmp_path, analyzer, clips):
+    woman, _ = clips
+    recs = records(analyzer, woman, "anna", "a")
+    facetable.write_faces(tmp_path / "t.parquet", recs)
+    table = facetable.read_faces(tmp_path / "t.parquet")
+    ids, first = sample_embeddings(analyzer, table.iloc[:3], cache_dir=tmp_path / "cache")
+
+    class NoEmbedding:  # a second pass over the same faces must not compute anything
+        def embed(self, *args):
+            raise AssertionError("embedding recomputed despite the cache")
+
+    again_ids, again = sample_embeddings(NoEmbedding(), table.iloc[:3], cache_dir=tmp_path / "cache")
+    assert again_ids == ids and np.array_equal(again, first)
+    # Adding a face keeps the sample of the others (hash order), so only the new face is embedded.
+    grown_ids, _ = sample_embeddings(analyzer, table, limit=3, cache_dir=tmp_path / "cache")
+    assert len(set(grown_ids) & set(ids)) >= 2
