@@ -8,6 +8,7 @@ raise BadMedia with a reason a user can act on.
 from __future__ import annotations
 
 import io
+import functools
 import logging
 import warnings
 from pathlib import Path
@@ -20,11 +21,13 @@ from swapline.ops.sandbox import IsolatedCrash, run_isolated
 
 logger = logging.getLogger(__name__)
 
-try:  # HEIC/HEIF (iPhone photos) when the optional plugin is installed
+
+
+@functools.cache
+def _register_heif() -> None:
+    """HEIC/HEIF (iPhone photos) through pillow-heif, registered on first use, not at import."""
     from pillow_heif import register_heif_opener
-except ImportError:  # pragma: no cover - optional dependency
-    register_heif_opener = None
-if register_heif_opener is not None:  # pragma: no cover
+
     register_heif_opener()
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
@@ -107,6 +110,7 @@ def _decode(path: Path) -> np.ndarray:
 def load_image(path: str | Path) -> np.ndarray:
     """Decode an image file to an upright RGB uint8 array (H, W, 3), or raise BadMedia."""
     path = Path(path)
+    _register_heif()
     if not path.is_file():
         raise BadMedia(f"{path}: no such file")
     if path.stat().st_size == 0:

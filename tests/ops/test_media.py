@@ -269,3 +269,14 @@ def test_normalize_photos_retries_one_by_one_after_a_crash(tmp_path, monkeypatch
     kept, skipped = media.normalize_photos(paths, tmp_path)
     assert [k["photo"] for k in kept] == [str(paths[0]), str(paths[2])]
     assert skipped == [{"photo": poison, "reason": f"{poison}: isolated child process was killed by SIGSEGV"}]
+
+
+def test_heic_photo_loads_upright(tmp_path):
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    source = Image.open(MEDIA / "single_face.jpg").convert("RGB")
+    source.save(tmp_path / "phone.heic")
+    loaded = media.load_image(tmp_path / "phone.heic")
+    assert loaded.shape == (source.height, source.width, 3)
+    assert np.abs(loaded.astype(int) - np.asarray(source)).mean() < 8  # lossy HEVC, same picture
