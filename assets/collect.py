@@ -1,17 +1,25 @@
 """collect: each source's media, recorded by content so unchanged sources stay fresh."""
 
 
+import tempfile
 from pathlib import Path
 
 import dagster as dg
 
 from swapline.assets.common import code_version, sources_partitions
 from swapline.ops import collect as ops
-from swapline.ops.media import verify_video
+from swapline.ops.media import load_image, sample_video, verify_video
 from swapline.ops.storage import hash_json, write_manifest
-from swapline.project import Conversion, Project
+from swapline.project import Project
+from swapline.quality_checks.target_checks import TARGET_FACES_FILE
+from swapline.resources.analyzer import FaceAnalyzerResource
 from swapline.resources.downloader import Downloader
 from swapline.resources.storage import StorageResource
+
+# Target faces: enough frames to see which poses and light the video holds, cheap to detect
+# (~20 ms a 640x360 frame with dlib HOG); the rate drops so long videos are covered end to end.
+TARGET_SAMPLE_FPS = 4.0
+TARGET_MAX_FRAMES = 120
 
 
 def source_media_asset(project: Project, identity: str) -> dg.AssetsDefinition:
@@ -56,16 +64,24 @@ def source_media_asset(project: Project, identity: str) -> dg.AssetsDefinition:
     return source_media
 
 
-def target_video_asset(name: str, conversion: Conversion) -> dg.AssetsDefinition:
+def target_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
+    conversion = project.conversions[name]
+    face_settings = {"sample_fps": TARGET_SAMPLE_FPS, "max_frames": TARGET_MAX_FRAMES,
+                     "analyzer": FaceAnalyzerResource().settings(project.extraction).as_dict()}
+
     @dg.asset(
         key=[name, "target_video"],
         group_name="collect",
-        code_version=code_version("target_video"),
+        code_version=code_version("target_video", face_settings),
         kinds={"video"},
     )
-    def target_video(context: dg.AssetExecutionContext, storage: StorageResource, downloader: Downloader) -> dg.MaterializeResult:
+    def target_video(context: dg.AssetExecutionContext, storage: StorageResource, downloader: Downloader,
+                     face_analyzer: FaceAnalyzerResource) -> dg.MaterializeResult:
         """The video this conversion renders onto, collected like a source and checked to decode
-        completely (in a child process, since damaged media can crash the decoder)."""
+        completely (in a child process, since damaged media can crash the decoder). Its faces are
+        sampled (at most TARGET_MAX_FRAMES frames spread over the video, the largest face of each,
+        the one conversion swaps) into target_faces.parquet: pose and brightness, no crops, for
+        the coverage checks against the rendered identity's faceset."""
         store = storage.store()
         manifest: dict = {}
 
@@ -79,13 +95,40 @@ def target_video_asset(name: str, conversion: Conversion) -> dg.AssetsDefinition
             info = verify_video(path)
             manifest["video"] = {"width": info.width, "height": info.height, "fps": info.fps,
                                  "frames": info.frames, "duration": info.duration, "audio": info.has_audio}
+            analyzer = face_analyzer.analyzer(project.extraction)
+            manifest["faces"] = sample_target_faces(path, info.duration, analyzer, tmp / TARGET_FACES_FILE)
             write_manifest(tmp, manifest)
 
         published = store.publish(store.location(name, "target_video"), build)
-        context.log.info(f"target video: {manifest['video']}")
+        context.log.info(f"target video: {manifest['video']}, faces: {manifest['faces']}")
+        # The version is the video's content alone: the sampled faces feed the checks, not the swap.
         return _result(manifest, hash_json(ops.content_key(manifest))[:32], published.path)
 
     return target_video
+
+
+def sample_target_faces(video: Path, duration: float, analyzer, out: Path) -> dict:
+    """Pose and brightness of the largest face in up to TARGET_MAX_FRAMES frames spread over
+    the whole video (not just its first seconds); writes them to `out`, returns counts."""
+    import pandas as pd
+    from swapline.ops.facetable import extract_from_image
+
+    rate = min(TARGET_SAMPLE_FPS, TARGET_MAX_FRAMES / max(duration, 1e-3))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="target_frames_") as frames_dir:
+        sampled = sample_video(video, frames_dir, rate, max_frames=TARGET_MAX_FRAMES)
+        for frame in sampled.frames:
+            records, _ = extract_from_image(analyzer, load_image(Path(frames_dir) / frame.file), identity="target",
+                                            source="target", source_sha=frame.sha256, frame_index=frame.index,
+                                            timestamp=frame.timestamp)
+            if records:
+                face = records[0]
+                rows.append({"frame_index": face.frame_index, "timestamp": face.timestamp, "yaw": face.yaw,
+                             "pitch": face.pitch, "roll": face.roll, "brightness": face.brightness,
+                             "contrast": face.contrast, "face_size": face.face_size})
+    columns = ["frame_index", "timestamp", "yaw", "pitch", "roll", "brightness", "contrast", "face_size"]
+    pd.DataFrame(rows, columns=columns).to_parquet(out, index=False)
+    return {"frames_sampled": len(sampled.frames), "faces": len(rows), "sample_fps": round(rate, 3)}
 
 
 def _result(manifest: dict, version: str, path: Path) -> dg.MaterializeResult:
@@ -98,4 +141,6 @@ def _result(manifest: dict, version: str, path: Path) -> dg.MaterializeResult:
     }
     if "video" in manifest:
         metadata.update({f"video_{k}": v for k, v in manifest["video"].items() if v is not None})
+    if "faces" in manifest:
+        metadata.update({f"target_{k}": v for k, v in manifest["faces"].items()})
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))

@@ -27,8 +27,10 @@ def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         key=key,
         deps=[dg.AssetKey([identity, "aligned_faces"])],
         group_name="curate",
-        code_version=code_version("faceset", {**settings.__dict__, "identity_distance": project.extraction.identity_distance}),
-        check_specs=faceset_check_specs(key),
+        # The check thresholds are in the version: changing one re-evaluates the checks.
+        code_version=code_version("faceset", {**settings.__dict__, "identity_distance": project.extraction.identity_distance,
+                                              "checks": project.checks.model_dump(mode="json")}),
+        check_specs=faceset_check_specs(key, project.checks),
         kinds={"parquet"},
     )
     def faceset(context: dg.AssetExecutionContext, storage: StorageResource,
@@ -73,7 +75,7 @@ def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         return dg.MaterializeResult(
             metadata=metadata,
             data_version=dg.DataVersion(published.version),
-            check_results=evaluate_faceset(key, stats["kept"], len(tables), mix),
+            check_results=evaluate_faceset(key, kept, stats, len(tables), mix, project.checks),
         )
 
     return faceset

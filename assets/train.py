@@ -10,6 +10,8 @@ import dagster as dg
 from swapline.assets.common import code_version, image_md
 from swapline.ops.storage import write_manifest
 from swapline.project import Project
+from swapline.quality_checks.faceset_checks import failed_blocking_checks
+from swapline.quality_checks.model_checks import evaluate_model, model_check_specs
 from swapline.resources.device import TorchDevice
 from swapline.resources.storage import StorageResource
 
@@ -17,14 +19,16 @@ from swapline.resources.storage import StorageResource
 def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
     swap = project.swaps[name]
     model_settings = {"resolution": swap.resolution, "preset": swap.preset}
+    key = dg.AssetKey([name, "face_model"])
 
     @dg.asset(
-        key=[name, "face_model"],
+        key=key,
         deps=[dg.AssetKey([swap.a, "faceset"]), dg.AssetKey([swap.b, "faceset"])],
         group_name="train",
         pool="gpu",  # two trainings never share one GPU
         code_version=code_version("face_model", {**model_settings, "iterations": swap.iterations, "batch": swap.batch_size}),
         kinds={"pytorch"},
+        check_specs=model_check_specs(key),
     )
     def face_model(context: dg.AssetExecutionContext, storage: StorageResource, torch_device: TorchDevice) -> dg.MaterializeResult:
         """The swap model: one shared encoder and one decoder per identity, trained with random-warp
@@ -34,6 +38,7 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
         from swapline.ops.train import TrainConfig, preview_grid, train
         from swapline.ops.trainset import load_faceset
 
+        _refuse_failed_facesets(context.instance, name, (swap.a, swap.b))
         store = storage.store()
         sets = {side: store.current(store.location(getattr(swap, side), "faceset")) for side in ("a", "b")}
         trained_on = {side: published.version for side, published in sets.items()}
@@ -45,7 +50,7 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
             target = prev["step"] + swap.iterations  # new data: continue from the checkpoint, don't restart
         if resume and prev["trained_on"] == trained_on and prev["step"] >= target:
             context.log.info(f"{name}: already trained to step {prev['step']} on these facesets; nothing to do")
-            return _result(prev, previous.path, previous.version)
+            return _result(key, prev, previous.path, previous.version)
 
         faces_a, masks_a = load_faceset(sets["a"].path / "faceset.parquet")
         faces_b, masks_b = load_faceset(sets["b"].path / "faceset.parquet")
@@ -78,7 +83,7 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
             write_manifest(tmp, manifest)
 
         published = store.publish(store.location(name, "face_model"), build)
-        return _result(manifest, published.path, published.version)
+        return _result(key, manifest, published.path, published.version)
 
     return face_model
 
@@ -91,7 +96,19 @@ def _png(rgb) -> bytes:
     return buffer.getvalue()
 
 
-def _result(manifest: dict, path: Path, version: str) -> dg.MaterializeResult:
+def _refuse_failed_facesets(instance: dg.DagsterInstance, swap: str, identities: tuple[str, str]) -> None:
+    """Per swap gate: a faceset whose blocking check failed stops the swaps that use it, and
+    only those (within one run Dagster blocks downstream itself; across runs this does)."""
+    for identity in identities:
+        if failed := failed_blocking_checks(instance, identity):
+            raise dg.Failure(
+                f"{swap}: not training: faceset {identity} failed check {', '.join(failed)}. "
+                f"Add faces for {identity} (see `swapline report`) and re-materialize {identity}/faceset.",
+                metadata={"identity": identity, "failed_checks": dg.MetadataValue.json(failed)},
+            )
+
+
+def _result(key: dg.AssetKey, manifest: dict, path: Path, version: str) -> dg.MaterializeResult:
     metadata = {
         "step": manifest["step"],
         "steps_this_run": manifest["step"] - manifest.get("start_step", manifest["step"]),
@@ -103,4 +120,6 @@ def _result(manifest: dict, path: Path, version: str) -> dg.MaterializeResult:
     preview = path / "preview.png"
     if preview.is_file():
         metadata["preview"] = image_md(preview.read_bytes(), "A, A→A, A→B / B, B→B, B→A")
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
+    # Checks judge the kept model, also when this run had nothing to do (every spec needs a result).
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version),
+                                check_results=evaluate_model(key, manifest, path))

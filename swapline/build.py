@@ -13,6 +13,7 @@ from swapline.assets.curate import faceset_asset
 from swapline.assets.extract import aligned_faces_asset, frames_asset
 from swapline.assets.train import face_model_asset
 from swapline.project import Project
+from swapline.quality_checks.target_checks import target_coverage_checks
 from swapline.resources.analyzer import FaceAnalyzerResource
 from swapline.resources.device import TorchDevice
 from swapline.resources.downloader import Downloader
@@ -30,8 +31,8 @@ def build_assets(project: Project) -> list[dg.AssetsDefinition]:
             aligned_faces_asset(project, identity),
             faceset_asset(project, identity),
         ]
-    for name, conversion in project.conversions.items():
-        assets.append(target_video_asset(name, conversion))
+    for name in project.conversions:
+        assets += [target_video_asset(project, name), target_coverage_checks(project, name)]
     assets += [face_model_asset(project, name) for name in project.swaps]
     assets += [converted_video_asset(project, name) for name in project.conversions]
     return assets

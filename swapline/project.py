@@ -150,6 +150,39 @@ class Extraction(_Strict):
     workers: int = Field(default=2, ge=0, le=256, description="Processes detecting faces in parallel, at most one per CPU core (0: one per core); changes speed, never results.")
 
 
+
+class Checks(_Strict):
+    """Thresholds of the data-sufficiency checks on each faceset (see quality_checks/)."""
+
+    min_faces: int = Field(default=25, ge=1, description="Below this many faces the faceset check fails with ERROR and blocks training.")
+    recommended_faces: int = Field(default=300, ge=1, description="Below this many faces the check warns (300-2,000 train well).")
+    max_source_share: float = Field(default=0.65, gt=0, le=1, description="Warn when one source supplies more than this share of the faces.")
+    max_blur_share: float = Field(default=0.5, ge=0, le=1, description="Warn when more than this share of the raw faces were dropped as blurry.")
+    max_duplicate_share: float = Field(default=0.9, ge=0, le=1, description="Warn when more than this share of the raw faces were near-duplicates.")
+    yaw_bins: list[float] = Field(default=[-60, -45, -30, -15, 0, 15, 30, 45, 60], min_length=2, description="Yaw bin edges in degrees (yaw > 0: nose toward the image's right).")
+    pitch_bins: list[float] = Field(default=[-30, -10, 10, 30], min_length=2, description="Pitch bin edges in degrees (pitch > 0: face tilted up).")
+    min_faces_per_bin: int = Field(default=5, ge=1, description="A pose bin with fewer faces than this counts as missing.")
+    min_sharpness: float = Field(default=30.0, ge=0, description="Per-face expectation: variance of Laplacian at least this.")
+    min_face_size: float = Field(default=64.0, ge=0, description="Per-face expectation: face size (source px) at least this.")
+    brightness_range: tuple[float, float] = Field(default=(40.0, 220.0), description="Per-face expectation: mean luma within this range (dark faces train badly).")
+    max_abs_yaw: float = Field(default=75.0, gt=0, description="Per-face expectation: |yaw| at most this (beyond, landmarks are unreliable).")
+    min_landmarks_in_box: float = Field(default=0.9, ge=0, le=1, description="Per-face expectation: share of landmarks inside the detector box (grown by 25%).")
+    mostly: float = Field(default=0.9, gt=0, le=1, description="Share of faces that must meet each per-face expectation.")
+
+    @field_validator("yaw_bins", "pitch_bins")
+    @classmethod
+    def _increasing(cls, edges: list[float]) -> list[float]:
+        if any(b <= a for a, b in zip(edges, edges[1:])):
+            raise ValueError("bin edges must be strictly increasing")
+        return edges
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Checks":
+        if self.min_faces > self.recommended_faces:
+            raise ValueError("min_faces must not exceed recommended_faces")
+        return self
+
+
 Name = Annotated[str, Field(pattern=SLUG.pattern)]
 
 
@@ -158,6 +191,7 @@ class Project(_Strict):
     swaps: dict[Name, Swap] = Field(default_factory=dict)
     conversions: dict[Name, Conversion] = Field(default_factory=dict)
     extraction: Extraction = Field(default_factory=Extraction)
+    checks: Checks = Field(default_factory=Checks, description="Thresholds of the faceset data checks.")
     collect_schedule: str = Field(default="0 3 * * *", description="Cron for re-running collection (daily by default).")
 
     @model_validator(mode="after")

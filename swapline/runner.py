@@ -62,9 +62,9 @@ def materialize_project(project: Project, instance: dg.DagsterInstance, *, resou
     summary, start = RunSummary(), time.monotonic()
     steps = plan(project)
     for i, step in enumerate(steps, 1):
-        if any(label in summary.failed for label in step.after):
-            summary.failed[step.label] = "skipped: an upstream step failed"
-            echo(f"[{i}/{len(steps)}] {step.label}: skipped (upstream failed)")
+        if upstream := [label for label in step.after if label in summary.failed]:
+            summary.failed[step.label] = _skip_reason(summary.failed[upstream[0]])
+            echo(f"[{i}/{len(steps)}] {step.label}: {summary.failed[step.label]}")
             continue
         t0 = time.monotonic()
         result = dg.materialize(assets, selection=step.keys, partition_key=step.partition, instance=instance,
@@ -75,10 +75,31 @@ def materialize_project(project: Project, instance: dg.DagsterInstance, *, resou
             summary.succeeded.append(step.label)
             echo(f"[{i}/{len(steps)}] {step.label}: ok ({took:.1f}s)")
         else:
-            summary.failed[step.label] = _failure_message(result)
+            summary.failed[step.label] = _blocked_faceset(step, instance) or _failure_message(result)
             echo(f"[{i}/{len(steps)}] {step.label}: FAILED ({took:.1f}s): {summary.failed[step.label]}")
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def _blocked_faceset(step: Step, instance: dg.DagsterInstance) -> str | None:
+    """For a faceset step that failed a blocking check (its materialization is still
+    recorded), the reason in words; None for any other step or failure."""
+    from swapline.quality_checks.faceset_checks import failed_blocking_checks
+
+    if len(step.keys) != 1 or step.keys[0].path[-1] != "faceset":
+        return None
+    identity = step.keys[0].path[0]
+    failed = failed_blocking_checks(instance, identity)
+    return f"faceset {identity} failed check {', '.join(failed)}" if failed else None
+
+
+def _skip_reason(upstream_reason: str) -> str:
+    """Skipped steps name the root cause, e.g. 'skipped: faceset anna failed check enough_faces'."""
+    if upstream_reason.startswith("skipped: "):
+        return upstream_reason
+    if upstream_reason.startswith("faceset "):
+        return f"skipped: {upstream_reason}"
+    return "skipped: an upstream step failed"
 
 
 def _failure_message(result: dg.ExecuteInProcessResult) -> str:

@@ -45,6 +45,7 @@ def test_truncated_video_fails_only_its_own_partition(media_dir, swapline_home, 
             "ben": {"consent": CONSENT, "sources": [{"video": str(media_dir / "single_face.mp4")}, {"video": str(broken)}]},
         },
         "extraction": {"sample_fps": 2, "face_size": 96},  # no max_frames: the truncation check needs the whole decode
+        "checks": {"min_faces": 1},  # a handful of faces on purpose: this test is about the broken source
     })
     good, bad = project.source_keys("ben")
     summary = materialize_project(project, instance, echo=lambda _: None)

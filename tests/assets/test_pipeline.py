@@ -26,6 +26,7 @@ def tiny_project(media) -> dict:
         "swaps": {"ab": {"a": "anna", "b": "ben", "resolution": 64, "preset": "lite", "iterations": 40, "batch_size": 8}},
         "conversions": {"ben_as_anna": {"swap": "ab", "video": str(media / "single_face.mp4"), "direction": "b_to_a"}},
         "extraction": {"sample_fps": 6, "face_size": 96, "max_frames": 24},
+        "checks": {"min_faces": 5},  # tiny facesets on purpose: below recommended (WARN), not blocked
     }
 
 
@@ -43,6 +44,12 @@ def latest_version(instance, key: dg.AssetKey, partition: str | None = None) -> 
         dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1
     ).records
     return records[0].asset_materialization.tags["dagster/data_version"]
+
+
+def latest_check(instance, key: list[str], name: str):
+    check = dg.AssetCheckKey(dg.AssetKey(key), name)
+    (record,) = instance.event_log_storage.get_asset_check_execution_history(check, limit=1)
+    return record.event.dagster_event.event_specific_data
 
 
 def test_demo_graph_end_to_end(media_dir, swapline_home, instance, write_project):
@@ -76,6 +83,15 @@ def test_demo_graph_end_to_end(media_dir, swapline_home, instance, write_project
     (record,) = instance.event_log_storage.get_asset_check_execution_history(check, limit=1)
     evaluation = record.event.dagster_event.event_specific_data
     assert evaluation.passed is False and evaluation.severity == dg.AssetCheckSeverity.WARN
+
+    # The written video was checked: same length as the source, audio kept, labelled synthetic.
+    for name in ("same_length", "audio_kept", "labelled_synthetic"):
+        evaluation = latest_check(instance, ["ben_as_anna", "converted_video"], name)
+        assert evaluation.passed, (name, evaluation.metadata)
+    # The target's poses and light were compared with anna's faceset (rendered: b_to_a) before training.
+    for name in ("pose_coverage", "lighting_coverage"):
+        evaluation = latest_check(instance, ["ben_as_anna", "target_video"], name)
+        assert evaluation.severity == dg.AssetCheckSeverity.WARN and evaluation.metadata["faceset_faces"].value > 0
 
     # Re-collecting an unchanged source gives the same data version: downstream stays fresh.
     # So do frames and faces recomputed from it: their versions come from content, not run ids.

@@ -1,0 +1,85 @@
+"""Per-face constraints as a Great Expectations 1.x suite over the face table.
+
+Each face must be sharp enough, big enough, neither too dark nor blown out, not turned
+beyond what landmarks can follow, and have landmarks that lie around its detector box.
+Each expectation allows a share of exceptions (`mostly`): a few odd faces do no harm; many
+do. GX runs in an ephemeral context (nothing written to disk, no network) and is imported
+only when a faceset is checked, so loading the code location stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from swapline.project import Checks
+
+logger = logging.getLogger(__name__)
+
+CHECK_NAME = "per_face_expectations"
+EXAMPLES = 5  # face ids shown per failing expectation
+BOX_GROWTH = 0.25  # landmarks may stick out of the detector box a little (chin, brows)
+
+
+def landmarks_in_box(landmarks: Any, bbox: Any) -> np.ndarray:
+    """Per face, the share of its 68 landmarks inside its detector box grown by BOX_GROWTH."""
+    out = []
+    for points, box in zip(landmarks, bbox):
+        xy = np.asarray(points, dtype=float).reshape(-1, 2)
+        x0, y0, x1, y1 = (float(v) for v in box)
+        gx, gy = (x1 - x0) * BOX_GROWTH, (y1 - y0) * BOX_GROWTH
+        inside = (xy[:, 0] >= x0 - gx) & (xy[:, 0] <= x1 + gx) & (xy[:, 1] >= y0 - gy) & (xy[:, 1] <= y1 + gy)
+        out.append(float(inside.mean()) if len(xy) else 0.0)
+    return np.asarray(out)
+
+
+def constraints(checks: Checks) -> dict[str, dict[str, float]]:
+    """Column -> bounds, from the project's thresholds."""
+    low, high = checks.brightness_range
+    return {
+        "sharpness": {"min_value": checks.min_sharpness},
+        "face_size": {"min_value": checks.min_face_size},
+        "brightness": {"min_value": low, "max_value": high},
+        "yaw": {"min_value": -checks.max_abs_yaw, "max_value": checks.max_abs_yaw},
+        "landmarks_in_box": {"min_value": checks.min_landmarks_in_box},
+    }
+
+
+def build_suite(checks: Checks) -> Any:
+    import great_expectations as gx
+
+    suite = gx.ExpectationSuite(name="per_face")
+    for column, bounds in constraints(checks).items():
+        suite.add_expectation(gx.expectations.ExpectColumnValuesToBeBetween(column=column, mostly=checks.mostly, **bounds))
+    return suite
+
+
+def validate_faces(table: Any, checks: Checks) -> dict[str, Any]:
+    """Run the suite on the face table -> {"success", "per_column": {column: {failing_share,
+    examples, ...}}}. NaN values count as missing, which GX leaves out of the share."""
+    import great_expectations as gx
+    import pandas as pd
+
+    frame = pd.DataFrame({
+        "face_id": table["face_id"].astype(str).to_numpy(),
+        **{c: table[c].astype(float).to_numpy() for c in ("sharpness", "face_size", "brightness", "yaw")},
+        "landmarks_in_box": landmarks_in_box(table["landmarks"], table["bbox"]),
+    })
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}  # keep run logs free of tqdm bars
+    batch = (context.data_sources.add_pandas("faces").add_dataframe_asset("face_table")
+             .add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": frame}))
+    result = batch.validate(build_suite(checks), result_format={
+        "result_format": "COMPLETE", "unexpected_index_column_names": ["face_id"]})
+    per_column = {}
+    for item in result.results:
+        column, details = item.expectation_config.kwargs["column"], item.result
+        per_column[column] = {
+            "passed": bool(item.success),
+            "failing_share": round(float(details.get("unexpected_percent") or 0.0) / 100, 4),
+            "failing": int(details.get("unexpected_count") or 0),
+            "examples": [row["face_id"] for row in (details.get("unexpected_index_list") or [])[:EXAMPLES]],
+        }
+    return {"success": bool(result.success), "faces": len(frame), "per_column": per_column}
