@@ -6,6 +6,7 @@ image's right (the person turns to their own left), pitch > 0 when the face tilt
 Small API, meant for reuse (e.g. comparing a target video's poses with a faceset):
     pose_histogram(yaw, pitch, yaw_edges, pitch_edges) -> (len(yaw)-1, len(pitch)-1) counts
     missing_bins(counts_1d, edges, min_count) -> [(lo, hi), ...]
+    axis_counts(values, edges, tolerance) -> faces per 1-D bin, extremes in the outer bins
     describe_bin("yaw" | "pitch", lo, hi) -> "looking to their left (yaw -45..-30°)"
     histogram_png(counts, yaw_edges, pitch_edges) -> PNG bytes of a small heatmap
 Faces outside the outermost edges are not counted (they are not "missing", just extreme).
@@ -25,6 +26,16 @@ def pose_histogram(yaw: Sequence[float], pitch: Sequence[float], yaw_edges: Sequ
     known = np.isfinite(yaw) & np.isfinite(pitch)
     counts, _, _ = np.histogram2d(yaw[known], pitch[known], bins=[np.asarray(yaw_edges, float), np.asarray(pitch_edges, float)])
     return counts.astype(int)  # (yaw bins, pitch bins)
+
+
+def axis_counts(values: Sequence[float], edges: Sequence[float], tolerance: float = 0.0) -> np.ndarray:
+    """Faces per bin of one axis; the outermost bins take everything beyond the range (a target
+    turned 70 degrees needs the most turned bin). With a tolerance, a face within that many
+    degrees of a bin also counts for it (head_pose is good to ~10 degrees), so it may count twice."""
+    values = np.asarray(values, dtype=float)
+    values = np.clip(values[~np.isnan(values)], edges[0], edges[-1] - 1e-6)
+    return np.array([int(((values >= lo - tolerance) & (values < hi + tolerance)).sum())
+                     for lo, hi in zip(edges, edges[1:])])
 
 
 def missing_bins(counts: Sequence[int], edges: Sequence[float], min_count: int) -> list[tuple[float, float]]:

@@ -12,8 +12,7 @@ retraining. Attached to converted_video the warning would come after hours on th
 comes when the target is collected. Both checks are WARN: a gap makes the swap worse, it does
 not make it wrong, so they never block.
 
-Pose bins here are this module's own (the faceset-side checks bin poses too; one shared module
-will replace both): yaw in 15-degree bins over -60..60, pitch in 15-degree bins over -45..45,
+Pose bins are the project's `checks:` bins, shared with the faceset checks (quality_checks/pose.py),
 each axis on its own (2-D bins would be too sparse for a few hundred faces). Poses outside
 the range count in the outermost bin. Signs follow `swapline.ops.faces.head_pose`: yaw > 0
 when the subject turns to their own left (nose toward the image's right), pitch > 0 looking up.
@@ -28,12 +27,11 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-from swapline.project import Project
+from swapline.project import Checks, Project
+from swapline.quality_checks.pose import axis_counts, describe_bin
 from swapline.resources.storage import StorageResource
 
 
-YAW_EDGES = tuple(range(-60, 61, 15))
-PITCH_EDGES = tuple(range(-45, 46, 15))
 # head_pose is good to ~10 degrees: a faceset face this close outside a bin still counts for it,
 # so a target at pitch 14 is not reported against a faceset at pitch 16.
 TOLERANCE_DEG = 5.0
@@ -64,55 +62,33 @@ LIGHT_DESCRIPTION = (
 )
 
 
-def axis_bins(edges: tuple[int, ...]) -> list[tuple[int, int]]:
-    return list(pairwise(edges))
-
-
-def bin_counts(values: np.ndarray, edges: tuple[int, ...], tolerance: float = 0.0) -> np.ndarray:
-    """Faces per bin; the outermost bins take everything beyond the range. With a tolerance,
-    a face within that many degrees of a bin also counts for it (so it may count twice)."""
-    values = np.asarray(values, dtype=float)
-    values = np.clip(values[~np.isnan(values)], edges[0], edges[-1] - 1e-6)
-    return np.array([int(((values >= lo - tolerance) & (values < hi + tolerance)).sum()) for lo, hi in axis_bins(edges)])
-
-
-def describe_bin(axis: str, lo: int, hi: int) -> str:
-    """A bin in words, e.g. 'looks to their left (yaw 15..30°)'."""
-    if axis == "yaw":
-        side = "left" if lo >= 0 else "right"  # head_pose: yaw > 0 is the subject's own left
-        words = f"looks slightly to their {side}" if abs(lo + hi) < 30 else f"looks to their {side}"
-    else:
-        words = "tilts the head slightly " if abs(lo + hi) < 30 else "looks "
-        words += "up" if lo >= 0 else "down"
-    return f"{words} ({axis} {lo}..{hi}°)"
-
-
-def missing_pose_bins(faceset: Any, target: Any) -> list[dict[str, Any]]:
+def missing_pose_bins(faceset: Any, target: Any, checks: Checks) -> list[dict[str, Any]]:
     """Bins with enough of the target's faces and too few of the faceset's (within tolerance)."""
     needed_min = max(MIN_TARGET_FACES, MIN_TARGET_SHARE * len(target))
     missing = []
-    for axis, edges in (("yaw", YAW_EDGES), ("pitch", PITCH_EDGES)):
-        have = bin_counts(faceset[axis].to_numpy(), edges, TOLERANCE_DEG)
-        need = bin_counts(target[axis].to_numpy(), edges)
-        for (lo, hi), n_need, n_have in zip(axis_bins(edges), need, have):
+    for axis, edges in (("yaw", checks.yaw_bins), ("pitch", checks.pitch_bins)):
+        have = axis_counts(faceset[axis].to_numpy(), edges, TOLERANCE_DEG)
+        need = axis_counts(target[axis].to_numpy(), edges)
+        for (lo, hi), n_need, n_have in zip(pairwise(edges), need, have):
             if n_need >= needed_min and n_have < MIN_FACESET_FACES:
                 missing.append({"axis": axis, "bin": [lo, hi], "target_faces": int(n_need),
                                 "faceset_faces": int(n_have), "pose": describe_bin(axis, lo, hi)})
     return missing
 
 
-def pose_result(key: dg.AssetKey, faceset: Any, target: Any, who: str) -> dg.AssetCheckResult:
-    missing = missing_pose_bins(faceset, target)
-    advice = [f"the target {m['pose']} in {m['target_faces']} sampled faces, but {who}'s faceset has "
-              f"{m['faceset_faces']} such faces: add videos where {who} {m['pose'].split(' (')[0]}" for m in missing]
+def pose_result(key: dg.AssetKey, faceset: Any, target: Any, who: str, checks: Checks) -> dg.AssetCheckResult:
+    missing = missing_pose_bins(faceset, target, checks)
+    advice = [f"the target is {m['pose']} in {m['target_faces']} sampled faces, but {who}'s faceset has "
+              f"{m['faceset_faces']} such faces: add videos of {who} {m['pose'].split(' (')[0]}" for m in missing]
+    yaw, pitch = checks.yaw_bins, checks.pitch_bins
     metadata = {
         "missing_bins": dg.MetadataValue.json(missing),
         "advice": dg.MetadataValue.md("\n".join(f"- {a}" for a in advice) or "every pose of the target is covered"),
         "target_faces": len(target), "faceset_faces": len(faceset),
-        "yaw_bins": dg.MetadataValue.json({"edges": list(YAW_EDGES), "target": bin_counts(target["yaw"], YAW_EDGES).tolist(),
-                                           "faceset": bin_counts(faceset["yaw"], YAW_EDGES).tolist()}),
-        "pitch_bins": dg.MetadataValue.json({"edges": list(PITCH_EDGES), "target": bin_counts(target["pitch"], PITCH_EDGES).tolist(),
-                                             "faceset": bin_counts(faceset["pitch"], PITCH_EDGES).tolist()}),
+        "yaw_bins": dg.MetadataValue.json({"edges": list(yaw), "target": axis_counts(target["yaw"], yaw).tolist(),
+                                           "faceset": axis_counts(faceset["yaw"], yaw).tolist()}),
+        "pitch_bins": dg.MetadataValue.json({"edges": list(pitch), "target": axis_counts(target["pitch"], pitch).tolist(),
+                                             "faceset": axis_counts(faceset["pitch"], pitch).tolist()}),
         "tolerance_deg": TOLERANCE_DEG, "min_faceset_faces": MIN_FACESET_FACES, "min_target_share": MIN_TARGET_SHARE,
     }
     return dg.AssetCheckResult(check_name="pose_coverage", asset_key=key, passed=not missing,
@@ -144,14 +120,15 @@ def lighting_result(key: dg.AssetKey, faceset: Any, target: Any, who: str) -> dg
                                description="; ".join(problems) or None)
 
 
-def evaluate_coverage(key: dg.AssetKey, faceset: Any, target: Any, who: str) -> list[dg.AssetCheckResult]:
+def evaluate_coverage(key: dg.AssetKey, faceset: Any, target: Any, who: str,
+                      checks: Checks | None = None) -> list[dg.AssetCheckResult]:
     """Both checks; a target without faces has nothing to cover (the conversion swaps none)."""
     if len(target) == 0 or len(faceset) == 0:
         why = "the target video has no detected faces" if len(target) == 0 else f"{who}'s faceset is empty"
         return [dg.AssetCheckResult(check_name=name, asset_key=key, passed=len(target) == 0,
                                     severity=dg.AssetCheckSeverity.WARN, metadata={"note": why})
                 for name in ("pose_coverage", "lighting_coverage")]
-    return [pose_result(key, faceset, target, who), lighting_result(key, faceset, target, who)]
+    return [pose_result(key, faceset, target, who, checks or Checks()), lighting_result(key, faceset, target, who)]
 
 
 def _unavailable(key: dg.AssetKey, why: str) -> list[dg.AssetCheckResult]:
@@ -180,6 +157,6 @@ def target_coverage_checks(project: Project, name: str) -> dg.AssetChecksDefinit
             yield from _unavailable(key, f"{missing} is not materialized (with target faces) yet: materialize it, then re-run this check")
             return
         table = read_faces(faceset.path / "faceset.parquet", with_images=False)
-        yield from evaluate_coverage(key, table, pd.read_parquet(target.path / TARGET_FACES_FILE), rendered)
+        yield from evaluate_coverage(key, table, pd.read_parquet(target.path / TARGET_FACES_FILE), rendered, project.checks)
 
     return target_coverage

@@ -160,7 +160,7 @@ class Checks(_Strict):
     max_blur_share: float = Field(default=0.5, ge=0, le=1, description="Warn when more than this share of the raw faces were dropped as blurry.")
     max_duplicate_share: float = Field(default=0.9, ge=0, le=1, description="Warn when more than this share of the raw faces were near-duplicates.")
     yaw_bins: list[float] = Field(default=[-60, -45, -30, -15, 0, 15, 30, 45, 60], min_length=2, description="Yaw bin edges in degrees (yaw > 0: nose toward the image's right).")
-    pitch_bins: list[float] = Field(default=[-30, -10, 10, 30], min_length=2, description="Pitch bin edges in degrees (pitch > 0: face tilted up).")
+    pitch_bins: list[float] = Field(default=[-45, -30, -15, 0, 15, 30, 45], min_length=2, description="Pitch bin edges in degrees (pitch > 0: face tilted up).")
     min_faces_per_bin: int = Field(default=5, ge=1, description="A pose bin with fewer faces than this counts as missing.")
     min_sharpness: float = Field(default=30.0, ge=0, description="Per-face expectation: variance of Laplacian at least this.")
     min_face_size: float = Field(default=64.0, ge=0, description="Per-face expectation: face size (source px) at least this.")
