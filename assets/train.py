@@ -20,10 +20,12 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
     swap = project.swaps[name]
     model_settings = {"resolution": swap.resolution, "preset": swap.preset}
     key = dg.AssetKey([name, "face_model"])
+    # A parent's model is an input when this swap starts fresh (warm start), so it comes first.
+    parent_dep = [dg.AssetKey([swap.parent, "face_model"])] if swap.parent else []
 
     @dg.asset(
         key=key,
-        deps=[dg.AssetKey([swap.a, "faceset"]), dg.AssetKey([swap.b, "faceset"])],
+        deps=[dg.AssetKey([swap.a, "faceset"]), dg.AssetKey([swap.b, "faceset"]), *parent_dep],
         group_name="train",
         pool="gpu",  # two trainings never share one GPU
         code_version=code_version("face_model", {**model_settings, "iterations": swap.iterations, "batch": swap.batch_size}),
@@ -52,11 +54,16 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
             context.log.info(f"{name}: already trained to step {prev['step']} on these facesets; nothing to do")
             return _result(key, prev, previous.path, previous.version)
 
+        work_dir = store.location(name, "face_model", "_work")  # beside the versions: publish's GC leaves it
+        source = _resume_point(work_dir, resume, model_settings)
+        warm_from = None
+        if source is None and swap.parent:
+            warm_from = store.current(store.location(swap.parent, "face_model")).path / "checkpoint"
         faces_a, masks_a = load_faceset(sets["a"].path / "faceset.parquet")
         faces_b, masks_b = load_faceset(sets["b"].path / "faceset.parquet")
         device = torch_device.resolve()
         context.log.info(f"{name}: training on {device}, {len(faces_a)} + {len(faces_b)} faces, to step {target}"
-                         + (f" (resuming from {prev['step']})" if resume else ""))
+                         + (f" (resuming from {source})" if source else f" (warm start from {swap.parent})" if warm_from else ""))
         manifest: dict = {}
 
         last_log = [0.0]
@@ -71,7 +78,9 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
         def build(tmp: Path) -> None:
             result = train(faces_a, faces_b, masks_a, masks_b, ModelConfig(**model_settings),
                            TrainConfig(iterations=target, batch_size=swap.batch_size), device,
-                           resume_from=resume, checkpoint_dir=tmp / "checkpoint", progress=progress)
+                           resume_from=source, checkpoint_dir=tmp / "checkpoint", work_dir=work_dir,
+                           warm_from=warm_from, warm_what=swap.warm_start, extra={"trained_on": trained_on},
+                           progress=progress)
             from swapline.ops.train import load_for_inference
 
             model = load_for_inference(tmp / "checkpoint", device)
@@ -79,13 +88,27 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
             manifest.update({"swap": name, "model": model_settings, "step": result.step, "start_step": result.start_step,
                              "trained_on": trained_on, "final_loss_a": result.final_loss_a,
                              "final_loss_b": result.final_loss_b, "seconds": round(result.seconds, 1),
-                             "losses": result.losses})
+                             "losses": result.losses, "stopped_by": result.stopped_by,
+                             "warm_start": {"parent": swap.parent, "what": swap.warm_start} if warm_from else None})
             write_manifest(tmp, manifest)
 
         published = store.publish(store.location(name, "face_model"), build)
         return _result(key, manifest, published.path, published.version)
 
     return face_model
+
+
+def _resume_point(work_dir: Path, published: Path | None, model_settings: dict) -> Path | None:
+    """The furthest-trained checkpoint of this model: the newest loadable work checkpoint (a
+    crashed run's progress) or the published one, whichever has more steps."""
+    from swapline.ops.checkpoint import read_state
+    from swapline.ops.model import ModelConfig
+    from swapline.ops.workdir import latest_checkpoint
+
+    wanted = ModelConfig(**model_settings).to_dict()
+    options = [p for p in (latest_checkpoint(work_dir), published)
+               if p is not None and read_state(p).get("config", {}).get("model") == wanted]
+    return max(options, key=lambda p: read_state(p)["step"], default=None)
 
 
 def _png(rgb) -> bytes:

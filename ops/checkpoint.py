@@ -236,3 +236,24 @@ def load_checkpoint(
         except (ValueError, KeyError, RuntimeError) as exc:
             raise CheckpointError(f"{folder / OPTIMIZER_FILE}: does not fit this optimizer: {exc}") from exc
     return state
+
+
+def verify_checkpoint(folder: Path) -> dict[str, Any]:
+    """state.json of a checkpoint whose files are all present and match their hashes; a
+    CheckpointError names the first file that does not. Reads the files, loads nothing."""
+    folder = Path(folder)
+    state = read_state(folder)
+    for name, expected in state.get("files", {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing")
+        if sha256_file(path) != expected:
+            raise CheckpointError(f"{path}: corrupt or truncated (sha256 differs from {STATE_FILE})")
+    return state
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The model weights of a checkpoint folder (CPU tensors), hash-checked."""
+    folder = Path(folder)
+    state = read_state(folder)
+    return _read_safetensors(folder / MODEL_FILE, state.get("files", {}).get(MODEL_FILE), "cpu")[0]

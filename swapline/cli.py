@@ -135,6 +135,49 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    """Held-out metrics of a swap's published model (ops/evaluate.py); PNGs only with --out."""
+    import json
+
+    from swapline.ops.evaluate import evaluate
+    from swapline.ops.faces import FaceAnalyzer
+    from swapline.ops.storage import ArtifactStore, MissingArtifact
+
+    path = project_path(args.project)
+    project = load_project(path)
+    _env_defaults(path)
+    if args.swap not in project.swaps:
+        print(f"error: no swap {args.swap!r} in {path.name} (swaps: {', '.join(project.swaps) or 'none'})", file=sys.stderr)
+        return 2
+    swap = project.swaps[args.swap]
+    store = ArtifactStore(os.environ["SWAPLINE_HOME"])
+    try:
+        checkpoint = store.current(store.location(args.swap, "face_model")).path / "checkpoint"
+        facesets = [store.current(store.location(name, "faceset")).path / "faceset.parquet" for name in (swap.a, swap.b)]
+    except MissingArtifact as exc:
+        print(f"error: {exc} (run `swapline run` first)", file=sys.stderr)
+        return 1
+    result = evaluate(checkpoint, facesets[0], facesets[1], FaceAnalyzer(), args.device)
+    images = result.pop("images")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, data in images.items():
+            (out / name).write_bytes(data)
+        print(f"pictures: {', '.join(str(out / name) for name in images)}")
+    rec, ident = result["reconstruction"], result["identity"]
+    print(f"swap {args.swap} ({swap.a} <-> {swap.b}), step {result['step']}, held out {result['held_out']['a']} + {result['held_out']['b']} faces")
+    for key, m in rec.items():
+        print(f"  reconstruction {key}: L1 {m['l1']:.4f}  SSIM {m['ssim']:.3f}  PSNR {m['psnr']:.1f} dB")
+    print(f"  identity: A->B nearer B {ident['a_to_b']:.0%}, B->A nearer A {ident['b_to_a']:.0%} "
+          f"(control: A->A {ident['a_to_a']:.0%}, B->B {ident['b_to_b']:.0%}; chance 50%)")
+    for key, m in result["pose"].items():
+        print(f"  pose {key}: landmark error {m['landmark_error_iod']:.3f} IOD, yaw {m['yaw_diff']:.1f} deg, pitch {m['pitch_diff']:.1f} deg")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="swapline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +190,13 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--project", default=None, help=f"project YAML (default ${PROJECT_ENV} or ./swapline.yaml)")
         p.set_defaults(func=func)
+    p = sub.add_parser("evaluate", help="held-out metrics of a swap's model: reconstruction, identity transfer, pose")
+    p.add_argument("--project", default=None, help=f"project YAML (default ${PROJECT_ENV} or ./swapline.yaml)")
+    p.add_argument("--swap", required=True, help="the swap's name in the project file")
+    p.add_argument("--device", default="cpu", help='"cpu" or "cuda"')
+    p.add_argument("--out", default=None, help="folder for preview.png and loss_curve.png")
+    p.add_argument("--json", action="store_true", help="also print the numbers as one JSON line")
+    p.set_defaults(func=cmd_evaluate)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -109,6 +109,10 @@ class Swap(_Strict):
     preset: Literal["lite", "original", "large"] = Field(default="lite", description="Network width.")
     iterations: int = Field(default=20000, ge=1, description="Training steps in total (resumes count).")
     batch_size: int = Field(default=16, ge=1, le=1024, description="Faces per identity per step.")
+    parent: str | None = Field(default=None, description="Another swap (same resolution and preset) whose trained model "
+                               "this one starts from when it has no checkpoint of its own: training converges much sooner.")
+    warm_start: Literal["encoder", "all"] = Field(default="encoder", description="What is taken from the parent: the "
+                                                  "shared encoder only, or the decoders too (when the identities are alike).")
 
 
 class ConversionOptions(_Strict):
@@ -203,10 +207,23 @@ class Project(_Strict):
                     raise ValueError(f"swaps.{name}.{side}: unknown identity '{who}' (known: {', '.join(self.identities)})")
             if swap.a == swap.b:
                 raise ValueError(f"swaps.{name}: a and b must be different identities")
+            self._check_parent(name)
         for name, conv in self.conversions.items():
             if conv.swap not in self.swaps:
                 raise ValueError(f"conversions.{name}.swap: unknown swap '{conv.swap}' (known: {', '.join(self.swaps) or 'none'})")
         return self
+
+    def _check_parent(self, name: str) -> None:
+        """The parent names another swap, and following parents never comes back (the parent's
+        model is an upstream asset: a loop would be a cycle in the asset graph)."""
+        seen, current = [name], self.swaps[name].parent
+        while current is not None:
+            if current not in self.swaps:
+                raise ValueError(f"swaps.{seen[-1]}.parent: unknown swap '{current}' (known: {', '.join(self.swaps)})")
+            if current in seen:
+                raise ValueError(f"swaps.{name}.parent: a swap cannot descend from itself ({' -> '.join(seen + [current])})")
+            seen.append(current)
+            current = self.swaps[current].parent
 
     def source_keys(self, identity: str) -> dict[str, Source]:
         return {src.key(identity): src for src in self.identities[identity].sources}
