@@ -1,7 +1,6 @@
 """train: one model per swap, a shared encoder with a decoder per identity."""
 
 
-import io
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from swapline.ops.storage import write_manifest
 from swapline.project import Project
 from swapline.quality_checks.faceset_checks import failed_blocking_checks
 from swapline.quality_checks.model_checks import evaluate_model, model_check_specs
+from swapline.resources.analyzer import FaceAnalyzerResource
 from swapline.resources.device import TorchDevice
 from swapline.resources.storage import StorageResource
 
@@ -32,12 +32,16 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
         kinds={"pytorch"},
         check_specs=model_check_specs(key),
     )
-    def face_model(context: dg.AssetExecutionContext, storage: StorageResource, torch_device: TorchDevice) -> dg.MaterializeResult:
+    def face_model(context: dg.AssetExecutionContext, storage: StorageResource, torch_device: TorchDevice,
+                   face_analyzer: FaceAnalyzerResource) -> dg.MaterializeResult:
         """The swap model: one shared encoder and one decoder per identity, trained with random-warp
-        augmentation on both facesets. Resumes from its last checkpoint (safetensors weights,
-        optimizer state, step); the preview shows A→A, A→B, B→B, B→A."""
+        augmentation on both facesets minus a 5% hold-out. Resumes from its last checkpoint
+        (safetensors weights, optimizer state, step). Evidence on the held-out faces: reconstruction
+        SSIM/PSNR, identity transfer (share of swaps closer to the other person's embedding
+        centroid), pose preservation; the preview shows A, A→A, A→B, B, B→B, B→A."""
         from swapline.ops.model import ModelConfig
-        from swapline.ops.train import TrainConfig, preview_grid, train
+        from swapline.ops.evaluate import evaluate
+        from swapline.ops.train import TrainConfig, train
         from swapline.ops.trainset import load_faceset
 
         _refuse_failed_facesets(context.instance, name, (swap.a, swap.b))
@@ -59,8 +63,9 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
         warm_from = None
         if source is None and swap.parent:
             warm_from = store.current(store.location(swap.parent, "face_model")).path / "checkpoint"
-        faces_a, masks_a = load_faceset(sets["a"].path / "faceset.parquet")
-        faces_b, masks_b = load_faceset(sets["b"].path / "faceset.parquet")
+        # The evaluation's held-out faces (same share and seed) never reach the trainer.
+        faces_a, masks_a = _training_split(load_faceset(sets["a"].path / "faceset.parquet"))
+        faces_b, masks_b = _training_split(load_faceset(sets["b"].path / "faceset.parquet"))
         device = torch_device.resolve()
         context.log.info(f"{name}: training on {device}, {len(faces_a)} + {len(faces_b)} faces, to step {target}"
                          + (f" (resuming from {source})" if source else f" (warm start from {swap.parent})" if warm_from else ""))
@@ -81,10 +86,11 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
                            resume_from=source, checkpoint_dir=tmp / "checkpoint", work_dir=work_dir,
                            warm_from=warm_from, warm_what=swap.warm_start, extra={"trained_on": trained_on},
                            progress=progress)
-            from swapline.ops.train import load_for_inference
-
-            model = load_for_inference(tmp / "checkpoint", device)
-            (tmp / "preview.png").write_bytes(_png(preview_grid(model, faces_a, faces_b, n=4, device=device)))
+            report = evaluate(tmp / "checkpoint", sets["a"].path / "faceset.parquet", sets["b"].path / "faceset.parquet",
+                              face_analyzer.analyzer(project.extraction), device)
+            for file, png in report.pop("images").items():  # preview.png, loss_curve.png
+                (tmp / file).write_bytes(png)
+            manifest["evaluation"] = report
             manifest.update({"swap": name, "model": model_settings, "step": result.step, "start_step": result.start_step,
                              "trained_on": trained_on, "final_loss_a": result.final_loss_a,
                              "final_loss_b": result.final_loss_b, "seconds": round(result.seconds, 1),
@@ -111,14 +117,6 @@ def _resume_point(work_dir: Path, published: Path | None, model_settings: dict) 
     return max(options, key=lambda p: read_state(p)["step"], default=None)
 
 
-def _png(rgb) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _refuse_failed_facesets(instance: dg.DagsterInstance, swap: str, identities: tuple[str, str]) -> None:
     """Per swap gate: a faceset whose blocking check failed stops the swaps that use it, and
     only those (within one run Dagster blocks downstream itself; across runs this does)."""
@@ -131,6 +129,15 @@ def _refuse_failed_facesets(instance: dg.DagsterInstance, swap: str, identities:
             )
 
 
+def _training_split(faces_and_masks):
+    """Drop the evaluation's held-out faces (ops.evaluate.split_holdout: 5%, seed 0)."""
+    from swapline.ops.evaluate import split_holdout
+
+    faces, masks = faces_and_masks
+    train_idx, _ = split_holdout(len(faces))
+    return faces[train_idx], masks[train_idx]
+
+
 def _result(key: dg.AssetKey, manifest: dict, path: Path, version: str) -> dg.MaterializeResult:
     metadata = {
         "step": manifest["step"],
@@ -140,9 +147,18 @@ def _result(key: dg.AssetKey, manifest: dict, path: Path, version: str) -> dg.Ma
         "train_seconds": manifest.get("seconds", 0.0),
         "checkpoint": dg.MetadataValue.path(str(path / "checkpoint")),
     }
-    preview = path / "preview.png"
-    if preview.is_file():
-        metadata["preview"] = image_md(preview.read_bytes(), "A, A→A, A→B / B, B→B, B→A")
+    if report := manifest.get("evaluation"):
+        identity, recon, pose = report["identity"], report["reconstruction"], report["pose"]
+        metadata.update({
+            "identity_transfer_a_to_b": identity["a_to_b"], "identity_transfer_b_to_a": identity["b_to_a"],
+            "val_ssim_a": recon["a_to_a"]["ssim"], "val_ssim_b": recon["b_to_b"]["ssim"],
+            "val_psnr_a": recon["a_to_a"]["psnr"], "val_psnr_b": recon["b_to_b"]["psnr"],
+            "landmark_error_iod_a_to_b": pose["a_to_b"]["landmark_error_iod"],
+            "yaw_diff_a_to_b": pose["a_to_b"]["yaw_diff"], "held_out": dg.MetadataValue.json(report["held_out"]),
+        })
+    for file, alt in (("preview.png", "A, A→A, A→B / B, B→B, B→A (held-out faces first)"), ("loss_curve.png", "loss curve")):
+        if (path / file).is_file():
+            metadata[file.removesuffix(".png")] = image_md((path / file).read_bytes(), alt)
     # Checks judge the kept model, also when this run had nothing to do (every spec needs a result).
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version),
                                 check_results=evaluate_model(key, manifest, path))

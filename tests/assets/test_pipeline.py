@@ -74,6 +74,13 @@ def test_demo_graph_end_to_end(media_dir, swapline_home, instance, write_project
     corner = diff[: h // 6, : w // 6].mean()
     assert centre > 3 * corner + 2, (centre, corner)
 
+    # The model carries its evidence: held-out metrics, identity transfer, preview and loss curve.
+    model = store.current(store.location("ab", "face_model"))
+    report = model.manifest()["evaluation"]
+    assert report["held_out"]["a"] >= 1 and report["held_out"]["b"] >= 1
+    assert 0.0 <= report["identity"]["a_to_b"] <= 1.0 and 0.0 < report["reconstruction"]["a_to_a"]["ssim"] <= 1.0
+    assert (model.path / "preview.png").is_file() and (model.path / "loss_curve.png").is_file()
+
     sidecar = json.loads((published.path / "ben_as_anna.provenance.json").read_text())
     assert sidecar["synthetic"] is True and sidecar["face_rendered"] == "anna"
     assert set(sidecar["consent"]) == {"anna", "ben"} and sidecar["model"]["step"] == 40
