@@ -87,3 +87,17 @@ def video_frames(path: Path, indices: set[int] | list[int]) -> dict[int, np.ndar
 
 def video_frame(path: Path, index: int) -> np.ndarray:
     return video_frames(path, [index])[index]
+
+
+def structured_faces(n: int, size: int, seed: int) -> np.ndarray:
+    """(n, size, size, 3) uint8 colour gradients with a bright blob: structured, so a network
+    can learn them and a loss can fall (training tests that need no real faces)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    out = []
+    for _ in range(n):
+        colour, centre = rng.random(3), 0.3 + 0.4 * rng.random(2)
+        img = np.stack([colour[c] * xx + (1 - colour[c]) * yy for c in range(3)], axis=-1)
+        blob = np.exp(-((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / 0.02)[..., None]
+        out.append(((img * (1 - blob) + blob) * 255).round().astype(np.uint8))
+    return np.stack(out)

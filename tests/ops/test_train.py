@@ -9,6 +9,7 @@ from swapline.ops.augment import (
 )
 from swapline.ops.checkpoint import CheckpointError, read_state
 from swapline.ops.model import FaceSwapAE, ModelConfig
+from tests.conftest import structured_faces
 from swapline.ops.train import (
     TrainConfig,
     load_for_inference,
@@ -19,16 +20,7 @@ from swapline.ops.train import (
 
 
 def _faces(n: int, size: int, seed: int) -> np.ndarray:
-    """Smooth colour gradients with a bright blob: structured, so a network can learn them."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    out = []
-    for _ in range(n):
-        colour, centre = rng.random(3), 0.3 + 0.4 * rng.random(2)
-        img = np.stack([colour[c] * xx + (1 - colour[c]) * yy for c in range(3)], axis=-1)
-        blob = np.exp(-((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / 0.02)[..., None]
-        out.append(((img * (1 - blob) + blob) * 255).round().astype(np.uint8))
-    return np.stack(out)
+    return structured_faces(n, size, seed)
 
 
 def _hull_masks(n: int, size: int) -> np.ndarray:

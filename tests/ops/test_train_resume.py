@@ -15,6 +15,7 @@ from swapline.ops.checkpoint import CheckpointError, load_checkpoint, read_state
 from swapline.ops.model import FaceSwapAE, ModelConfig
 from swapline.ops.train import TrainConfig, train
 from swapline.ops.workdir import POINTER, latest_checkpoint
+from tests.conftest import structured_faces
 
 ITERATIONS, EVERY = 20, 4
 
@@ -30,20 +31,7 @@ train(d["a"], d["b"], d["ma"], None, ModelConfig(), TrainConfig(**__import__("js
 """
 
 
-def _faces(n: int, seed: int) -> np.ndarray:
-    """Colour gradients with a bright blob (64 px): structured, so the loss can fall."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:64, 0:64] / 64
-    out = []
-    for _ in range(n):
-        colour, centre = rng.random(3), 0.3 + 0.4 * rng.random(2)
-        img = np.stack([colour[c] * xx + (1 - colour[c]) * yy for c in range(3)], axis=-1)
-        blob = np.exp(-((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / 0.02)[..., None]
-        out.append(((img * (1 - blob) + blob) * 255).round().astype(np.uint8))
-    return np.stack(out)
-
-
-FACES_A, FACES_B = _faces(24, 0), _faces(24, 1)
+FACES_A, FACES_B = structured_faces(24, 64, 0), structured_faces(24, 64, 1)
 MASKS_A = np.repeat(((np.mgrid[0:64, 0:64] / 64 - 0.5) ** 2).sum(0)[None] < 0.12, 24, axis=0).astype(np.uint8) * 255
 SETTINGS = {"iterations": ITERATIONS, "batch_size": 4, "lr": 5e-4, "log_every": 1,
             "checkpoint_every_steps": EVERY, "checkpoint_minutes": 0}
