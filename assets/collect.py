@@ -42,9 +42,10 @@ def source_media_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         store = storage.store()
         location = store.location(identity, "source_media", key)
         previous = store.current_or_none(location)
-        if src.url and previous and previous.manifest().get("url") == src.url:
+        kept = previous.manifest() if previous else {}
+        if src.url and kept.get("url") == src.url:
             context.log.info(f"{src.url} already collected; keeping it")
-            return _result(previous.manifest(), previous.version, previous.path)
+            return _result(kept, previous.path)
 
         manifest: dict = {}
         archive = store.location(identity, "download-archive.txt")  # yt-dlp's record of what it fetched
@@ -58,8 +59,8 @@ def source_media_asset(project: Project, identity: str) -> dg.AssetsDefinition:
                 manifest.update(ops.collect_photos(src.photos))
             write_manifest(tmp, manifest)
 
-        published = store.publish(location, build, version=None)
-        return _result(manifest, hash_json(ops.content_key(manifest))[:32], published.path)
+        published = store.publish(location, build)
+        return _result(manifest, published.path)
 
     return source_media
 
@@ -102,7 +103,7 @@ def target_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
         published = store.publish(store.location(name, "target_video"), build)
         context.log.info(f"target video: {manifest['video']}, faces: {manifest['faces']}")
         # The version is the video's content alone: the sampled faces feed the checks, not the swap.
-        return _result(manifest, hash_json(ops.content_key(manifest))[:32], published.path)
+        return _result(manifest, published.path)
 
     return target_video
 
@@ -131,7 +132,9 @@ def sample_target_faces(video: Path, duration: float, analyzer, out: Path) -> di
     return {"frames_sampled": len(sampled.frames), "faces": len(rows), "sample_fps": round(rate, 3)}
 
 
-def _result(manifest: dict, version: str, path: Path) -> dg.MaterializeResult:
+def _result(manifest: dict, path: Path) -> dg.MaterializeResult:
+    """The data version is the hash of the content alone (not the artifact folder, whose manifest
+    also holds paths), so however a source was collected, the same bytes give the same version."""
     count = len(manifest["files"]) if manifest["kind"] == "photos" else 1
     metadata = {
         "kind": manifest["kind"],
@@ -143,4 +146,5 @@ def _result(manifest: dict, version: str, path: Path) -> dg.MaterializeResult:
         metadata.update({f"video_{k}": v for k, v in manifest["video"].items() if v is not None})
     if "faces" in manifest:
         metadata.update({f"target_{k}": v for k, v in manifest["faces"].items()})
+    version = hash_json(ops.content_key(manifest))[:32]
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))

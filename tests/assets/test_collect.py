@@ -28,6 +28,14 @@ def test_url_source_downloaded_by_yt_dlp_from_localhost(media_dir, swapline_home
     assert sha256_file(published.path / manifest["file"]) == manifest["sha256"]
     assert (swapline_home / "ben" / "download-archive.txt").read_text().strip()  # yt-dlp recorded it
 
+    # Collected again with the artifact in place: kept, not downloaded, and the same data version.
+    def version(run):
+        return run.asset_materializations_for_node("ben__source_media")[0].tags["dagster/data_version"]
+
+    kept = dg.materialize(build_assets(project), selection=[dg.AssetKey(["ben", "source_media"])],
+                          partition_key=partition, instance=instance, resources=default_resources())
+    assert kept.success and version(kept) == version(result)
+
     # The artifact is lost but the archive remembers the video: it is fetched again, same content.
     shutil.rmtree(swapline_home / "ben" / "source_media")
     again = dg.materialize(build_assets(project), selection=[dg.AssetKey(["ben", "source_media"])],
