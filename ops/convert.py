@@ -105,7 +105,7 @@ def convert_video(video: Path, out_path: Path, swapper: Callable[[np.ndarray], t
             counts["swapped"] += swapped
             if progress:
                 progress(counts["frames"])
-            yield draw_mark(out if out is not frame else frame.copy(), options.mark_position)
+            yield draw_mark(out, options.mark_position)  # the decoded array is ours: marking in place is safe
 
     written = write_video(frames(), out_path, info.fps, audio_from=video, metadata=tags, crf=options.crf)
     seconds = time.monotonic() - start

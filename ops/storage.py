@@ -143,22 +143,14 @@ class ArtifactStore:
         except MissingArtifact:
             return None
 
-    def publish(
-        self,
-        location: Path,
-        build: Callable[[Path], Any],
-        version: str | None = None,
-    ) -> Published:
-        """Run `build(tmp_dir)`, then publish tmp_dir as the current version of `location`.
-
-        The version is `version` when given (e.g. derived from inputs and settings),
-        else the hash of what `build` wrote.
-        """
+    def publish(self, location: Path, build: Callable[[Path], Any]) -> Published:
+        """Run `build(tmp_dir)`, then publish tmp_dir as the current version of `location`;
+        the version is the hash of what `build` wrote."""
         location.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=location, prefix=".tmp-"))
         try:
             build(tmp)
-            version = version or tree_hash(tmp)[:32]
+            version = tree_hash(tmp)[:32]
             final = location / f"v-{version}"
             if final.exists():
                 shutil.rmtree(tmp)  # identical content is already published
