@@ -28,7 +28,8 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
         deps=[dg.AssetKey([swap.a, "faceset"]), dg.AssetKey([swap.b, "faceset"]), *parent_dep],
         group_name="train",
         pool="gpu",  # two trainings never share one GPU
-        code_version=code_version("face_model", {**model_settings, "iterations": swap.iterations, "batch": swap.batch_size}),
+        code_version=code_version("face_model", {**model_settings, "iterations": swap.iterations, "batch": swap.batch_size,
+                                                 "loss": [swap.loss, swap.ssim_weight, swap.mask_weight]}),
         kinds={"pytorch"},
         check_specs=model_check_specs(key),
     )
@@ -41,7 +42,7 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
         centroid), pose preservation; the preview shows A, A→A, A→B, B, B→B, B→A."""
         from swapline.ops.model import ModelConfig
         from swapline.ops.evaluate import evaluate
-        from swapline.ops.train import TrainConfig, train
+        from swapline.ops.train import train
         from swapline.ops.trainset import load_faceset
 
         _refuse_failed_facesets(context.instance, name, (swap.a, swap.b))
@@ -54,7 +55,8 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
         target = swap.iterations
         if resume and prev["trained_on"] != trained_on:
             target = prev["step"] + swap.iterations  # new data: continue from the checkpoint, don't restart
-        if resume and prev["trained_on"] == trained_on and prev["step"] >= target:
+        reached = prev and (prev["step"] >= target or prev.get("stopped_by") == "target_loss")
+        if resume and prev["trained_on"] == trained_on and reached:
             context.log.info(f"{name}: already trained to step {prev['step']} on these facesets; nothing to do")
             return _result(key, prev, previous.path, previous.version)
 
@@ -82,7 +84,7 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
 
         def build(tmp: Path) -> None:
             result = train(faces_a, faces_b, masks_a, masks_b, ModelConfig(**model_settings),
-                           TrainConfig(iterations=target, batch_size=swap.batch_size), device,
+                           _train_config(swap, target), device,
                            resume_from=source, checkpoint_dir=tmp / "checkpoint", work_dir=work_dir,
                            warm_from=warm_from, warm_what=swap.warm_start, extra={"trained_on": trained_on},
                            progress=progress)
@@ -102,6 +104,15 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
         return _result(key, manifest, published.path, published.version)
 
     return face_model
+
+
+def _train_config(swap, target: int):
+    """The project's training settings; stop options are budgets, not part of the code version."""
+    from swapline.ops.train import TrainConfig
+
+    return TrainConfig(iterations=target, batch_size=swap.batch_size, loss=swap.loss, ssim_weight=swap.ssim_weight,
+                       mask_weight=swap.mask_weight, checkpoint_minutes=swap.checkpoint_minutes, compile=swap.compile,
+                       max_seconds=swap.max_minutes * 60 if swap.max_minutes else None, target_loss=swap.target_loss)
 
 
 def _resume_point(work_dir: Path, published: Path | None, model_settings: dict) -> Path | None:

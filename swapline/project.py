@@ -113,15 +113,47 @@ class Swap(_Strict):
                                "this one starts from when it has no checkpoint of its own: training converges much sooner.")
     warm_start: Literal["encoder", "all"] = Field(default="encoder", description="What is taken from the parent: the "
                                                   "shared encoder only, or the decoders too (when the identities are alike).")
+    max_minutes: float | None = Field(default=None, gt=0, description="Wall-clock budget of one training run; the "
+                                      "next materialization resumes where it stopped. None: no budget.")
+    target_loss: float | None = Field(default=None, gt=0, description="Stop once both sides' mean training loss is at "
+                                      "or below this. None: train to `iterations`.")
+    checkpoint_minutes: float = Field(default=10.0, gt=0, description="Minutes between work checkpoints (a crash loses "
+                                      "at most this much training).")
+    compile: bool = Field(default=True, description="torch.compile the networks on CUDA (ignored on CPU, where it costs "
+                          "more than it saves).")
+    loss: Literal["l1", "mse"] = Field(default="l1", description="Masked reconstruction loss.")
+    ssim_weight: float = Field(default=0.5, ge=0, description="Weight of the (1 - SSIM) term; 0 turns it off.")
+    mask_weight: float = Field(default=0.5, ge=0, description="Weight of the learned mask's loss against the landmark hull.")
 
 
 class ConversionOptions(_Strict):
-    feather: int = Field(default=9, ge=0, le=64, description="Blur radius of the blend mask edge, in model pixels.")
-    color_match: Literal["none", "mean_std"] = Field(default="mean_std", description="Colour transfer of the swapped face.")
+    mask: Literal["hull", "learned", "intersection"] = Field(default="hull", description="Blend mask: the landmark hull, "
+                                                             "the model's learned mask, or their intersection.")
+    erosion: int = Field(default=0, ge=-32, le=32, description="Shrink (+) or grow (-) the mask by this many face px.")
+    feather: int = Field(default=9, ge=0, le=64, description="Width of the mask's soft edge, in face px.")
+    color_match: Literal["none", "mean_std", "histogram", "seamless"] = Field(
+        default="mean_std", description="Colour transfer: Lab mean/std (smoothed over time), histogram match, or "
+        "Poisson seamless clone.")
     crf: int = Field(default=20, ge=0, le=51, description="H.264 quality (lower is better).")
     mark_position: Literal["bottom_right", "bottom_left", "top_right", "top_left"] = Field(
         default="bottom_right", description="Where the visible 'synthetic' mark goes (it cannot be turned off)."
     )
+    smooth: bool = Field(default=True, description="Smooth landmarks (One Euro) and colour over time against jitter "
+                         "and flicker; false swaps each frame on its own, as the 2018 tools did.")
+    max_gap: int = Field(default=3, ge=0, le=30, description="Missed detections in a row bridged by interpolation.")
+    batch_size: int = Field(default=16, ge=1, le=1024, description="Faces per model call.")
+    start: float | None = Field(default=None, ge=0, description="Swap from this second on (earlier frames pass through).")
+    end: float | None = Field(default=None, gt=0, description="Swap until this second (later frames pass through).")
+    side_by_side: bool = Field(default=False, description="Preview mode: the original and the swap next to each other.")
+    identity_distance: float = Field(default=0.6, gt=0, le=2, description="Only faces within this embedding distance "
+                                     "of the replaced person's faceset are swapped; other people stay untouched.")
+    workers: int = Field(default=2, ge=1, le=64, description="Face detection threads.")
+
+    @model_validator(mode="after")
+    def _range(self) -> "ConversionOptions":
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        return self
 
 
 class Conversion(_Strict):
