@@ -5,10 +5,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from swapline.assets.common import Eta, code_version
+from swapline.assets.common import Eta, code_version, image_md
 from swapline.ops import provenance
 from swapline.ops.collect import media_path
-from swapline.ops.convert import ConvertOptions, FrameSwapper, convert_video, require_consent
+from swapline.ops.convert_options import ConvertOptions, require_consent
 from swapline.ops.storage import atomic_write_json
 from swapline.project import Project
 from swapline.quality_checks.video_checks import evaluate_converted, video_check_specs
@@ -37,35 +37,43 @@ def converted_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
     )
     def converted_video(context: dg.AssetExecutionContext, storage: StorageResource, torch_device: TorchDevice,
                         face_analyzer: FaceAnalyzerResource) -> dg.MaterializeResult:
-        """The target video with the face swapped in and blended back (feathered landmark mask,
-        colour matched), audio kept; labelled as synthetic in the container metadata, a JSON
-        provenance sidecar and a visible mark. Refuses to run without consent for both people.
-        The written file is then checked against the source: same length, audio kept, labels
-        present (the target's pose and lighting coverage is checked earlier, on target_video)."""
+        """The target video with the face swapped in and blended back: only the person the video
+        shows is replaced (others stay untouched), landmarks and colour smoothed over time (no
+        jitter, no flicker), missed detections bridged, batched model calls, masked and colour
+        matched per the conversion's options; timestamps and audio of the source kept. Labelled
+        as synthetic in the container metadata, a JSON provenance sidecar and a visible mark.
+        Refuses to run without consent for both people. The written file is then checked
+        against the source: same length, audio kept, labels present."""
         require_consent(consents)
-        from swapline.ops.train import load_for_inference
+        from swapline.ops.convert import Converter, convert_video
+        from swapline.ops.detections import DetectionCache, faceset_references
+        from swapline.ops.inference import load_for_inference
 
         store = storage.store()
         model = store.current(store.location(conversion.swap, "face_model"))
         target = store.current(store.location(name, "target_video"))
-        target_manifest = target.manifest()
+        target_manifest, model_manifest = target.manifest(), model.manifest()
         video = media_path(target_manifest, target.path)
         device = torch_device.resolve()
         analyzer = face_analyzer.analyzer(project.extraction, device)
-        swapper = FrameSwapper(analyzer, load_for_inference(model.path / "checkpoint", device), to_side, device, options)
+        faceset = store.current(store.location(shown, "faceset"))
+        converter = Converter(analyzer, load_for_inference(model.path / "checkpoint", device), to_side, device, options,
+                              reference=faceset_references(analyzer, faceset.path / "faceset.parquet"),
+                              cache=DetectionCache(store.root, analyzer, target_manifest["sha256"]))
         eta = Eta(target_manifest["video"]["frames"] or 0, context.log, f"{name} frames converted")
-        model_manifest = model.manifest()
         stats: dict = {}
         tags = provenance.container_tags(name, conversion.swap)
 
         def build(tmp: Path) -> None:
-            stats.update(convert_video(video, tmp / f"{name}.mp4", swapper, options=options,
-                                       tags=tags, progress=eta.tick))
+            stats.update(convert_video(video, tmp / f"{name}.mp4", converter, tags=tags, progress=eta.tick))
+            preview = stats.pop("preview")
+            if preview:
+                (tmp / "preview.jpg").write_bytes(preview_strip(preview))
             atomic_write_json(tmp / f"{name}.provenance.json", provenance.sidecar(
                 conversion=name, swap=conversion.swap, direction=conversion.direction,
                 video_shows=shown, face_rendered=rendered,
                 model={"version": model.version, "step": model_manifest["step"], **model_manifest["model"]},
-                facesets=model_manifest["trained_on"],
+                facesets={**model_manifest["trained_on"], "reference": faceset.version},
                 target={"sha256": target_manifest["sha256"], "source": conversion.video},
                 sources={who: [s.location for s in project.identities[who].sources] for who in (shown, rendered)},
                 consent={who: c.model_dump(mode="json") for who, c in consents.items()},
@@ -74,10 +82,13 @@ def converted_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
 
         published = store.publish(store.location(name, "converted_video"), build)
         output = published.path / f"{name}.mp4"
-        context.log.info(f"{name}: {stats['swapped']}/{stats['frames']} frames swapped at {stats['fps']} fps -> {output}")
+        if stats["swapped"] == 0:
+            context.log.warning(f"{name}: no face of {shown} found in any frame: the output is the source unchanged "
+                                "(re-encoded, labelled synthetic)")
+        context.log.info(f"{name}: {stats['swapped']}/{stats['frames']} frames swapped at {stats['fps']} fps "
+                         f"(stages {stats['stage_seconds']}) -> {output}")
         return dg.MaterializeResult(
-            metadata={**stats, "video": dg.MetadataValue.path(str(output)),
-                      "provenance": dg.MetadataValue.path(str(published.path / f"{name}.provenance.json"))},
+            metadata=_metadata(stats, output, published.path, target_manifest),
             data_version=dg.DataVersion(published.version),
             check_results=evaluate_converted(key, video, output, published.path / f"{name}.provenance.json",
                                              source_frames=target_manifest["video"]["frames"], expected_tags=tags,
@@ -85,3 +96,33 @@ def converted_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
         )
 
     return converted_video
+
+
+def preview_strip(pairs: list) -> bytes:
+    """JPEG: one row per picked frame, original | swapped, 180 px high."""
+    import cv2
+    import numpy as np
+
+    rows = []
+    for original, swapped in pairs:
+        row = np.concatenate([original, swapped], axis=1)
+        rows.append(cv2.resize(row, (round(row.shape[1] * 180 / row.shape[0]), 180), interpolation=cv2.INTER_AREA))
+    width = min(r.shape[1] for r in rows)
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(np.concatenate([r[:, :width] for r in rows]), cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return jpeg.tobytes()
+
+
+def _metadata(stats: dict, output: Path, folder: Path, target_manifest: dict) -> dict:
+    duration = target_manifest["video"].get("duration") or 0.0
+    metadata = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    metadata.update({
+        "audio": stats["audio"], "stage_seconds": dg.MetadataValue.json(stats["stage_seconds"]),
+        "realtime_factor": round(duration / stats["seconds"], 3) if stats["seconds"] else 0.0,
+        "duration_s": duration, "size_mb": round(output.stat().st_size / 1e6, 2),
+        "video": dg.MetadataValue.path(str(output)),
+        "provenance": dg.MetadataValue.path(str(folder / f"{output.stem}.provenance.json")),
+    })
+    if (folder / "preview.jpg").is_file():
+        metadata["preview"] = image_md((folder / "preview.jpg").read_bytes(), "original | swapped", "image/jpeg")
+    return metadata

@@ -1,113 +1,277 @@
 """Conversion: swap the face in every frame of a video and blend it back, audio kept.
 
-Per frame: detect + align (the extraction code), encode with the shared encoder and decode
-with the other identity's decoder, colour-match inside the face mask, warp back with the
-inverse alignment transform, feathered blend, visible 'synthetic' mark, H.264 encode.
-Frames stream through (decode -> swap -> encode), so memory is bounded for any length.
+    decode (thread) -> detect (thread pool, cached per video) -> keep the replaced person
+    (IdentityGate) -> track + smooth landmarks, bridge missed detections (temporal.py)
+    -> batched encoder/decoder on the TorchDevice -> mask, colour match with smoothed
+    statistics, paste back inside the face's box (blend.py) -> 'synthetic' mark -> encode (thread)
+
+Stages hand frames over through bounded queues, so memory stays bounded for any length and
+decode, detection, inference and encode overlap. Each frame keeps its source timestamp.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
+import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from swapline.ops.blend import color_stats, face_mask, match_color, paste_face
+from swapline.ops.convert_options import ConsentError, ConvertOptions, require_consent  # noqa: F401 (re-exported)
+from swapline.ops.detections import DetectionCache, IdentityGate
 from swapline.ops.faces import align_face, alignment_matrix, hull_mask, transform_points
-from swapline.ops.media import iter_video, probe, write_video
+from swapline.ops.media import iter_timed, probe, stream_format, write_video
 from swapline.ops.provenance import draw_mark
+from swapline.ops.temporal import ColorStatsSmoother, FaceTracker, landmark_jitter
 
 logger = logging.getLogger(__name__)
+STAGES = ("decode", "detect", "infer", "blend", "encode")
 
 
-class ConsentError(PermissionError):
-    """An identity without declared consent cannot be rendered or converted."""
+@dataclass
+class _Frame:
+    index: int
+    time: Any  # Fraction seconds
+    rgb: np.ndarray
+    in_range: bool
 
 
-def require_consent(consents: dict[str, object | None]) -> None:
-    """Refuse before doing any work when any identity involved lacks consent."""
-    missing = [name for name, consent in consents.items() if consent is None]
-    if missing:
-        raise ConsentError(
-            f"Refusing to convert: no consent declared for {', '.join(missing)}. Add consent (given_by, date, "
-            "evidence) for every identity in the project file."
-        )
+@dataclass
+class Stats:
+    frames: int = 0
+    swapped: int = 0
+    faces: int = 0
+    bridged: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    raw_tracks: dict[int, list] = field(default_factory=dict)  # track id -> per-frame raw landmarks
+    smooth_tracks: dict[int, list] = field(default_factory=dict)
+    preview: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class ConvertOptions:
-    feather: int = 9
-    color_match: str = "mean_std"
-    crf: int = 20
-    mark_position: str = "bottom_right"
+class Converter:
+    """Everything between a decoded frame and the frame to encode, for one model and side."""
 
-
-def match_mean_std(swapped: np.ndarray, original: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Transfer the original face's Lab mean/std (inside the mask) onto the swapped face."""
-    import cv2
-
-    inside = mask > 0.5
-    if inside.sum() < 16:
-        return swapped
-    src = cv2.cvtColor(swapped, cv2.COLOR_RGB2LAB).astype(np.float32)
-    ref = cv2.cvtColor(original, cv2.COLOR_RGB2LAB).astype(np.float32)
-    s_mean, s_std = src[inside].mean(0), src[inside].std(0) + 1e-3
-    r_mean, r_std = ref[inside].mean(0), ref[inside].std(0) + 1e-3
-    out = (src - s_mean) / s_std * r_std + r_mean
-    return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
-
-
-class FrameSwapper:
-    """Swaps the largest face of a frame with the model's `to_side` decoder."""
-
-    def __init__(self, analyzer, model, to_side: str, device: str, options: ConvertOptions):
+    def __init__(self, analyzer, model, to_side: str, device: str, options: ConvertOptions, *,
+                 reference: np.ndarray | None = None, cache: DetectionCache | None = None):
         self.analyzer, self.model, self.to_side, self.device, self.options = analyzer, model, to_side, device, options
-        self.size = analyzer.settings.face_size
+        self.size, self.padding = analyzer.settings.face_size, analyzer.settings.padding
+        self.blend_options = options.blend()
+        self.gate = IdentityGate(analyzer, reference, options.identity_distance)
+        self.cache = cache or DetectionCache(None, analyzer, None)
+        self.colors = (ColorStatsSmoother(), ColorStatsSmoother())  # swapped face, original face
 
-    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, bool]:
-        import cv2
+    def detect(self, frame: _Frame) -> list:
+        if not frame.in_range:
+            return []
+        found = self.cache.get(frame.index)
+        if found is None:
+            found = self.analyzer.detect(frame.rgb)
+            self.cache.put(frame.index, found)
+        return found
 
-        from swapline.ops.train import swap_batch
+    def render(self, batch: list[tuple[_Frame, list]], stats: Stats) -> list[np.ndarray]:
+        """Swap every tracked face of a batch of frames with one model call."""
+        from swapline.ops.inference import swap_batch
 
-        faces = self.analyzer.detect(frame)
-        if not faces:
-            return frame, False
-        matrix = alignment_matrix(faces[0].landmarks, self.size, self.analyzer.settings.padding)  # (2, 3)
-        crop = align_face(frame, matrix, self.size)  # (S, S, 3)
-        swapped, _ = swap_batch(self.model, crop[None], self.to_side, self.device)  # (1, S, S, 3)
-        mask = hull_mask(transform_points(faces[0].landmarks, matrix), self.size, self.options.feather)  # (S, S)
-        face = swapped[0]
-        if self.options.color_match == "mean_std":
-            face = match_mean_std(face, crop, mask)
-        h, w = frame.shape[:2]
-        inverse = cv2.invertAffineTransform(matrix)
-        face_full = cv2.warpAffine(face, inverse, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        mask_full = cv2.warpAffine(mask, inverse, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)[..., None]  # (H, W, 1)
-        blended = frame.astype(np.float32) * (1 - mask_full) + face_full.astype(np.float32) * mask_full
-        return np.clip(blended + 0.5, 0, 255).astype(np.uint8), True
+        started = time.perf_counter()
+        jobs = []  # (frame position, face, matrix, crop, hard hull)
+        for k, (frame, faces) in enumerate(batch):
+            for face in faces if frame.in_range else []:
+                matrix = alignment_matrix(face.landmarks, self.size, self.padding)  # (2,3)
+                crop = align_face(frame.rgb, matrix, self.size)  # (S,S,3)
+                jobs.append((k, face, matrix, crop, hull_mask(transform_points(face.landmarks, matrix), self.size, 0)))
+        outputs = [frame.rgb for frame, _ in batch]
+        if not jobs:
+            return outputs
+        rgb, learned = swap_batch(self.model, np.stack([j[3] for j in jobs]), self.to_side, self.device)  # (N,S,S,3), (N,S,S)
+        stats.seconds["infer"] += time.perf_counter() - started
+        started = time.perf_counter()
+        for (k, face, matrix, crop, hull), swapped, learned_mask in zip(jobs, rgb, learned):
+            outputs[k] = self._blend(batch[k][0], outputs[k], face, matrix, crop, hull, swapped, learned_mask)
+            stats.faces += 1
+        stats.swapped += len({j[0] for j in jobs})
+        stats.seconds["blend"] += time.perf_counter() - started
+        return outputs
+
+    def _blend(self, frame: _Frame, canvas, face, matrix, crop, hull, swapped, learned_mask) -> np.ndarray:
+        mask = face_mask(hull, learned_mask, self.blend_options)  # (S,S)
+        mode, smoothed = self.options.color_match, None
+        if mode == "mean_std" and self.options.smooth:
+            t = float(frame.time)
+            smoothed = (self.colors[0](face.track_id, t, color_stats(swapped, mask)),
+                        self.colors[1](face.track_id, t, color_stats(crop, mask)))
+        matched = match_color(swapped, crop, mask, mode, stats=smoothed)
+        return paste_face(canvas, matched, mask, matrix, seamless=mode == "seamless")
 
 
-def convert_video(video: Path, out_path: Path, swapper: Callable[[np.ndarray], tuple[np.ndarray, bool]], *,
-                  options: ConvertOptions, tags: dict[str, str],
+def _decode(video: Path, options: ConvertOptions, out: queue.Queue, stats: Stats, stop: threading.Event) -> None:
+    started = time.perf_counter()
+    try:
+        for index, t, rgb in iter_timed(video):
+            stats.seconds["decode"] += time.perf_counter() - started
+            if stop.is_set():
+                return
+            out.put(_Frame(index, t, rgb, options.in_range(float(t))))
+            started = time.perf_counter()
+        out.put(None)
+    except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+        out.put(exc)
+
+
+def _frames(decoded: queue.Queue) -> Iterator[_Frame]:
+    while (item := decoded.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def _tracked(converter: Converter, frames: Iterator[_Frame], stats: Stats) -> Iterator[tuple[_Frame, list]]:
+    """Detect ahead in a thread pool (results in order), gate, track, smooth."""
+    options = converter.options
+    tracker = FaceTracker(smooth=options.smooth, max_gap=options.max_gap)
+    with ThreadPoolExecutor(max(1, options.workers)) as pool:
+        ahead: deque = deque()
+        for frame in frames:
+            ahead.append((frame, pool.submit(converter.detect, frame)))
+            while len(ahead) > 2 * options.workers or (ahead and ahead[0][1].done()):
+                yield from _track(converter, tracker, *_pop(ahead, stats), stats)
+        while ahead:
+            yield from _track(converter, tracker, *_pop(ahead, stats), stats)
+    for _, frame, faces in tracker.flush():
+        yield _note(frame, faces, stats)
+
+
+def _pop(ahead: deque, stats: Stats) -> tuple[_Frame, list]:
+    started = time.perf_counter()
+    frame, future = ahead.popleft()
+    faces = future.result()
+    stats.seconds["detect"] += time.perf_counter() - started  # time the pipeline waited on detection
+    return frame, faces
+
+
+def _track(converter: Converter, tracker: FaceTracker, frame: _Frame, faces: list, stats: Stats):
+    chosen = converter.gate.select(frame.rgb, faces) if faces else []
+    for _, released, tracked in tracker.push(float(frame.time), frame, [(f.landmarks, f.bbox, None) for f in chosen]):
+        yield _note(released, tracked, stats)
+
+
+def _note(frame: _Frame, faces: list, stats: Stats) -> tuple[_Frame, list]:
+    for face in faces:
+        stats.bridged += face.interpolated
+        stats.smooth_tracks.setdefault(face.track_id, []).append(face.landmarks)
+        stats.raw_tracks.setdefault(face.track_id, []).append(face.raw)
+    return frame, faces
+
+
+def _rendered(converter: Converter, tracked: Iterator, stats: Stats, total: int,
+              progress: Callable[[int], None] | None) -> Iterator[tuple[np.ndarray, Any]]:
+    """Batches of frames through the model, then mark (and pair) each output frame."""
+    options, batch = converter.options, []
+    picks = set(np.linspace(0, max(total - 1, 0), 4).astype(int).tolist()) if total else set()
+    for item in tracked:
+        batch.append(item)
+        if sum(len(f) for _, f in batch) >= options.batch_size or len(batch) >= 4 * options.batch_size:
+            yield from _finish(converter, batch, stats, picks, progress)
+            batch = []
+    yield from _finish(converter, batch, stats, picks, progress)
+
+
+def _finish(converter, batch, stats: Stats, picks: set, progress) -> Iterator[tuple[np.ndarray, Any]]:
+    for (frame, _), out in zip(batch, converter.render(batch, stats) if batch else []):
+        if frame.index in picks and len(stats.preview) < 4:
+            stats.preview.append((frame.rgb, out))
+        if converter.options.side_by_side:
+            out = np.concatenate([frame.rgb, out], axis=1)  # (H, 2W, 3)
+        elif out is frame.rgb:
+            out = out.copy()  # the mark must not land on the original kept for the preview
+        stats.frames += 1
+        if progress:
+            progress(stats.frames)
+        yield draw_mark(out, converter.options.mark_position), frame.time
+
+
+def convert_video(video: Path, out_path: Path, converter: Converter, *, tags: dict[str, str],
                   progress: Callable[[int], None] | None = None) -> dict:
-    """Write the converted video to `out_path` (atomically) and return counts and timing."""
-    info = probe(video)
-    counts = {"frames": 0, "swapped": 0}
+    """Write the converted video to `out_path` (atomically) and return counts, timings and
+    temporal-stability figures. Decode, detection, the model and encode run concurrently."""
+    info, fmt, options, stats = probe(video), stream_format(video), converter.options, Stats()
+    decoded: queue.Queue = queue.Queue(maxsize=4 * options.batch_size)
+    encoded: queue.Queue = queue.Queue(maxsize=4 * options.batch_size)
+    stop, result = threading.Event(), {}
+
+    def encode() -> None:
+        try:
+            result["written"] = write_video(_drain(encoded, stats), out_path, fmt.rate, audio_from=video, metadata=tags,
+                                            crf=options.crf, time_base=fmt.time_base, pix_fmt=fmt.pix_fmt)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller's thread
+            result["error"] = exc
+
+    reader = threading.Thread(target=_decode, args=(video, options, decoded, stats, stop), daemon=True)
+    writer = threading.Thread(target=encode, daemon=True)
     start = time.monotonic()
+    reader.start()
+    writer.start()
+    try:
+        for item in _rendered(converter, _tracked(converter, _frames(decoded), stats), stats, info.frames or 0, progress):
+            if not _put(encoded, item, writer):
+                break
+        _put(encoded, None, writer)
+    except BaseException as exc:
+        _put(encoded, RuntimeError(f"conversion stopped: {exc}"), writer)  # the writer discards its temp file
+        raise
+    finally:
+        stop.set()
+        writer.join()
+        while reader.is_alive():  # unblock a reader waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                decoded.get_nowait()
+            reader.join(0.05)
+    if "error" in result:
+        raise result["error"]
+    converter.cache.save()
+    return _summary(stats, result["written"], time.monotonic() - start, info, converter)
 
-    def frames() -> Iterator[np.ndarray]:
-        for _, _, frame in iter_video(video):
-            out, swapped = swapper(frame)
-            counts["frames"] += 1
-            counts["swapped"] += swapped
-            if progress:
-                progress(counts["frames"])
-            yield draw_mark(out, options.mark_position)  # the decoded array is ours: marking in place is safe
 
-    written = write_video(frames(), out_path, info.fps, audio_from=video, metadata=tags, crf=options.crf)
-    seconds = time.monotonic() - start
-    return {**counts, "audio": written["audio"], "seconds": round(seconds, 2),
-            "fps": round(counts["frames"] / max(seconds, 1e-6), 2), "source_frames": info.frames}
+def _put(q: queue.Queue, item: Any, consumer: threading.Thread) -> bool:
+    """Put unless the consumer has died (then its error is raised by the caller)."""
+    while consumer.is_alive():
+        with contextlib.suppress(queue.Full):
+            q.put(item, timeout=0.1)
+            return True
+    return False
+
+
+def _drain(q: queue.Queue, stats: Stats) -> Iterator:
+    """The writer's frames; the time the encoder spends on each counts as encode time."""
+    while (item := q.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        started = time.perf_counter()
+        yield item
+        stats.seconds["encode"] += time.perf_counter() - started
+
+
+def _summary(stats: Stats, written: dict, seconds: float, info, converter: Converter) -> dict:
+    raw = [landmark_jitter(t) for t in stats.raw_tracks.values() if sum(x is not None for x in t) > 3]
+    smooth = [landmark_jitter(t) for t in stats.smooth_tracks.values() if len(t) > 3]
+    summary = {
+        "frames": stats.frames, "swapped": stats.swapped, "faces": stats.faces, "bridged": stats.bridged,
+        "tracks": len(stats.smooth_tracks), "audio": written["audio"], "seconds": round(seconds, 2),
+        "fps": round(stats.frames / max(seconds, 1e-6), 2), "source_frames": info.frames,
+        "stage_seconds": {k: round(v, 2) for k, v in stats.seconds.items()},
+        "detections_cached": converter.cache.hits, "embeddings_computed": converter.gate.embedded,
+        "options": asdict(converter.options),
+    }
+    if raw and smooth:
+        summary["track_jitter_raw"] = round(float(np.nanmean(raw)), 5)
+        summary["track_jitter_smoothed"] = round(float(np.nanmean(smooth)), 5)
+    summary["preview"] = stats.preview
+    return summary

@@ -67,7 +67,7 @@ def reconstruction_metrics(model, faces: np.ndarray, side: str, device: str = "c
 
 # ---------------------------------------------------------------- identity and pose
 
-def _crop_points(landmarks: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+def crop_points(landmarks: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Source-frame landmarks (68*2,) through the alignment matrix (2*3,) -> crop px (68,2)."""
     from swapline.ops.faces import transform_points
 
@@ -230,7 +230,7 @@ def _load(path: Path, share: float, seed: int) -> dict[str, np.ndarray]:
     def pick(idx):
         rows = table.iloc[list(idx)]
         faces = np.stack([decode_image(b) for b in rows["image"]])
-        points = np.stack([_crop_points(l, m) for l, m in zip(rows["landmarks"], rows["matrix"])])
+        points = np.stack([crop_points(l, m) for l, m in zip(rows["landmarks"], rows["matrix"])])
         return faces, points
 
     (val, val_pts), (ref, ref_pts) = pick(val_idx), pick(ref_idx)

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGE_SUFFIXES", "BadMedia", "IsolatedCrash", "SampleResult", "SampledFrame", "VideoInfo",
-    "iter_video", "load_image", "normalize_photos", "probe", "sample_video", "verify_video",
+    "iter_timed", "iter_video", "load_image", "stream_format", "normalize_photos", "probe", "sample_video", "verify_video",
     "write_video",
 ]
 
@@ -156,6 +156,31 @@ def iter_video(path: str | Path) -> Iterator[tuple[int, float, np.ndarray]]:
 
     For videos verify_video accepted: a damaged stream can crash FFmpeg here.
     """
+    for index, time, rgb in iter_timed(path):
+        yield index, float(time), rgb
+
+
+@dataclass(frozen=True)
+class StreamFormat:
+    """What an output needs to match its source: pixel format, time base, nominal rate."""
+
+    pix_fmt: str
+    time_base: Fraction
+    rate: Fraction
+
+
+def stream_format(path: str | Path) -> StreamFormat:
+    path = Path(path)
+    with _open(path) as container:
+        _describe(container, path)
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(30)
+        return StreamFormat(stream.codec_context.pix_fmt or "yuv420p", Fraction(stream.time_base or 1 / rate), Fraction(rate))
+
+
+def iter_timed(path: str | Path) -> Iterator[tuple[int, Fraction, np.ndarray]]:
+    """Like iter_video, with each frame's exact presentation time in seconds (a Fraction), so
+    a re-encode can keep the source's timestamps, variable frame rate included."""
     path = Path(path)
     container = _open(path)
     try:
@@ -163,7 +188,7 @@ def iter_video(path: str | Path) -> Iterator[tuple[int, float, np.ndarray]]:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for index, frame in enumerate(container.decode(stream)):
-            yield index, float(_frame_time(frame, index, info.fps)), _rgb(frame)
+            yield index, _frame_time(frame, index, info.fps), _rgb(frame)
     except BadMedia:
         raise
     except _DECODE_ERRORS as exc:

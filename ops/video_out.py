@@ -95,8 +95,19 @@ class _AudioFeed:
             self.written += 1
 
 
-def _encode(frames, tmp: Path, rate: Fraction, tick: Fraction, audio_from, metadata, crf) -> tuple[int, bool]:
-    first = next(frames, None)
+# libx264 encodes these as they are; other source formats (10-bit, RGB, ...) become yuv420p.
+X264_PIX_FMTS = {"yuv420p", "yuv422p", "yuv444p"}
+
+
+def _timed(frames: Iterator, rate: Fraction) -> Iterator[tuple[np.ndarray, Fraction]]:
+    """(rgb, seconds) pairs: given ones kept (variable frame rate), bare frames at index / rate."""
+    for index, item in enumerate(frames):
+        yield item if isinstance(item, tuple) else (item, index / rate)
+
+
+def _encode(frames, tmp: Path, rate: Fraction, tick: Fraction, audio_from, metadata, crf, pix_fmt) -> tuple[int, bool]:
+    frames = _timed(frames, rate)
+    first, first_time = next(frames, (None, None))
     if first is None:
         raise ValueError("write_video got no frames")
     flags = "+faststart" + ("+use_metadata_tags" if set(metadata) - _MP4_TAGS else "")
@@ -105,23 +116,26 @@ def _encode(frames, tmp: Path, rate: Fraction, tick: Fraction, audio_from, metad
         out.metadata.update(metadata)
         video = out.add_stream("libx264", rate=rate, options={"crf": str(crf)})
         video.height, video.width = _even(first).shape[:2]
-        video.pix_fmt = "yuv420p"
+        video.pix_fmt = pix_fmt if pix_fmt in X264_PIX_FMTS else "yuv420p"
         video.codec_context.time_base = tick
         source = stack.enter_context(av.open(str(audio_from))) if audio_from else None
         feed = _AudioFeed(source, out) if source is not None and source.streams.audio else None
-        count = 0
-        for rgb in itertools.chain([first], frames):
+        count, last_pts, end = 0, -1, Fraction(0)
+        for rgb, time in itertools.chain([(first, first_time)], frames):
             if rgb.shape != first.shape or rgb.dtype != np.uint8:
                 raise ValueError(f"frame {count}: {rgb.shape} {rgb.dtype}, expected {first.shape} uint8")
             frame = av.VideoFrame.from_ndarray(_even(rgb), format="rgb24")
-            frame.pts, frame.time_base = round(count / (rate * tick)), tick
+            # The source's own timestamps (variable frame rate kept); never two frames on one tick.
+            last_pts = max(round(Fraction(time) / tick), last_pts + 1)
+            frame.pts, frame.time_base = last_pts, tick
             out.mux(video.encode(frame))
             count += 1
+            end = max(end, Fraction(time) + 1 / rate)
             if feed:
-                feed.mux_until(count / rate)
+                feed.mux_until(end)
         out.mux(video.encode(None))
         if feed:
-            feed.mux_until(count / rate)
+            feed.mux_until(end)
     return count, bool(feed and feed.written)
 
 
@@ -134,9 +148,12 @@ def write_video(
     metadata: dict[str, str] | None = None,
     crf: int = 20,
     time_base: Fraction | None = None,
+    pix_fmt: str = "yuv420p",
 ) -> dict:
-    """Encode RGB uint8 frames as H.264 (yuv420p) MP4, atomically, with the audio of
-    `audio_from` (copied when MP4 can hold it, else AAC) and `metadata` as container tags.
+    """Encode RGB uint8 frames as H.264 MP4, atomically, with the audio of `audio_from`
+    (copied when MP4 can hold it, else AAC) and `metadata` as container tags. A frame may come
+    as (rgb, seconds) to keep its own presentation time (variable frame rate); `pix_fmt` is kept
+    when libx264 takes it (X264_PIX_FMTS), else yuv420p.
 
     Returns {"frames": count, "path": str, "audio": whether audio was written}.
     """
@@ -144,6 +161,6 @@ def write_video(
     tick = Fraction(time_base) if time_base else 1 / rate
     out_path = Path(out_path)
     with storage.atomic_file(out_path) as tmp:
-        count, audio = _encode(iter(frames), tmp, rate, tick, audio_from, dict(metadata or {}), crf)
+        count, audio = _encode(iter(frames), tmp, rate, tick, audio_from, dict(metadata or {}), crf, pix_fmt)
     logger.info("wrote %s: %d frames at %s fps, audio=%s", out_path, count, rate, audio)
     return {"frames": count, "path": str(out_path), "audio": audio}

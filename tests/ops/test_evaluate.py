@@ -65,7 +65,7 @@ def _faces(analyzer, path: Path, frames: range):
                                         frame_index=index, timestamp=0.0)
         for record in records[:1]:
             crops.append(record.image)
-            points.append(ev._crop_points(record.landmarks, record.matrix))
+            points.append(ev.crop_points(record.landmarks, record.matrix))
     return np.stack(crops), np.stack(points)
 
 

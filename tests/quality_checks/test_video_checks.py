@@ -8,9 +8,8 @@ import json
 import dagster as dg
 import pytest
 
-from swapline.ops.convert import ConvertOptions, convert_video
 from swapline.ops.media import iter_video, verify_video, write_video
-from swapline.ops.provenance import container_tags, sidecar
+from swapline.ops.provenance import container_tags, draw_mark, sidecar
 from swapline.quality_checks.video_checks import evaluate_converted
 
 
@@ -19,8 +18,9 @@ KEY = dg.AssetKey(["conv", "converted_video"])
 TAGS = container_tags("conv", "ab")
 
 
-def unchanged(frame):
-    return frame, False
+def labelled_copy(video, out, position="bottom_right"):
+    """The source with the mark, the tags and its audio: what a conversion without a face writes."""
+    write_video((draw_mark(f, position) for _, _, f in iter_video(video)), out, 30, audio_from=video, metadata=TAGS)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def evaluate(source, output, sidecar_path, position="bottom_right") -> dict[str,
 
 def test_labelled_conversion_passes(source, tmp_path):
     out = tmp_path / "conv.mp4"
-    convert_video(source[0], out, unchanged, options=ConvertOptions(mark_position="top_left"), tags=TAGS)
+    labelled_copy(source[0], out, "top_left")
     (tmp_path / "conv.provenance.json").write_text(json.dumps(sidecar(conversion="conv")))
     checks = evaluate(source, out, tmp_path / "conv.provenance.json", "top_left")
     assert all(c.passed for c in checks.values()), {n: c.metadata for n, c in checks.items()}
@@ -61,7 +61,7 @@ def test_unlabelled_silent_copy_fails_labels_and_audio(source, tmp_path):
 
 def test_sidecar_must_say_synthetic(source, tmp_path):
     out = tmp_path / "conv.mp4"
-    convert_video(source[0], out, unchanged, options=ConvertOptions(), tags=TAGS)
+    labelled_copy(source[0], out)
     (tmp_path / "conv.provenance.json").write_text(json.dumps({"synthetic": False}))
     problems = evaluate(source, out, tmp_path / "conv.provenance.json")["labelled_synthetic"].metadata["problems"].data
     assert problems == ["provenance sidecar conv.provenance.json does not say synthetic: true"]
