@@ -129,7 +129,7 @@ def _variant(name, resolution, args, device, faces, masks):
         step()
     sync()
     seconds = (time.perf_counter() - start) / args.steps
-    util = _gpu_utilisation(device)
+    util = gpu_utilisation(device)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
     else:
@@ -145,7 +145,7 @@ def _variant(name, resolution, args, device, faces, masks):
             "mfu": flops / seconds / (args.peak_tflops * 1e12), "gpu_util_pct": util}
 
 
-def _gpu_utilisation(device):
+def gpu_utilisation(device):
     """GPU busy % as the driver reports it (torch via pynvml, else nvidia-smi); None on CPU."""
     if device.type != "cuda":
         return None

@@ -178,7 +178,7 @@ def _rendered(converter: Converter, tracked: Iterator, stats: Stats, total: int,
     picks = set(np.linspace(0, max(total - 1, 0), 4).astype(int).tolist()) if total else set()
     for item in tracked:
         batch.append(item)
-        if sum(len(f) for _, f in batch) >= options.batch_size or len(batch) >= 4 * options.batch_size:
+        if sum(len(f) for _, f in batch) >= options.batch_size or len(batch) >= 2 * options.batch_size:
             yield from _finish(converter, batch, stats, picks, progress)
             batch = []
     yield from _finish(converter, batch, stats, picks, progress)
@@ -204,7 +204,7 @@ def convert_video(video: Path, out_path: Path, converter: Converter, *, tags: di
     temporal-stability figures. Decode, detection, the model and encode run concurrently."""
     info, fmt, options, stats = probe(video), stream_format(video), converter.options, Stats()
     decoded: queue.Queue = queue.Queue(maxsize=4 * options.batch_size)
-    encoded: queue.Queue = queue.Queue(maxsize=4 * options.batch_size)
+    encoded: queue.Queue = queue.Queue(maxsize=2 * options.batch_size)
     stop, result = threading.Event(), {}
 
     def encode() -> None:

@@ -81,6 +81,12 @@ def test_demo_graph_end_to_end(media_dir, swapline_home, instance, write_project
     assert 0.0 <= report["identity"]["a_to_b"] <= 1.0 and 0.0 < report["reconstruction"]["a_to_a"]["ssim"] <= 1.0
     assert (model.path / "preview.png").is_file() and (model.path / "loss_curve.png").is_file()
 
+    # The UI shows a preview strip, speed and where the time went.
+    (record,) = instance.fetch_materializations(dg.AssetKey(["ben_as_anna", "converted_video"]), limit=1).records
+    metadata = record.asset_materialization.metadata
+    assert "original | swapped" in metadata["preview"].value and metadata["realtime_factor"].value > 0
+    assert set(metadata["stage_seconds"].value) == {"decode", "detect", "infer", "blend", "encode"}
+
     sidecar = json.loads((published.path / "ben_as_anna.provenance.json").read_text())
     assert sidecar["synthetic"] is True and sidecar["face_rendered"] == "anna"
     assert set(sidecar["consent"]) == {"anna", "ben"} and sidecar["model"]["step"] == 40
