@@ -1,12 +1,25 @@
-"""Keeping the graph in step with the project file: partition sync sensor and collection schedules."""
+"""Keeping the graph in step with the project file and the user's files: the partition sync
+sensor, the source watch, the automation sensor and the collection schedules.
+
+All three sensors run by default (with `dagster dev`, i.e. `./dev ui`, whose daemon ticks them):
+the sync sensor adds a partition for a new source, the source watch records an observation when
+a source's files changed, and the automation sensor requests what that makes out of date (each
+asset's condition: assets/common.py `on_change`).
+"""
 
 
+import json
+import warnings
 from pathlib import Path
 
 import dagster as dg
 
+from swapline.assets.collect import source_version
 from swapline.assets.common import sources_partitions
 from swapline.project import ProjectError, load_project
+
+# The tag Dagster reads an event's data version from (dagster._core.definitions.data_version).
+DATA_VERSION_TAG = "dagster/data_version"
 
 
 def partition_requests(project, instance: dg.DagsterInstance) -> list:
@@ -49,6 +62,60 @@ def project_sync_sensor(project_file: Path) -> dg.SensorDefinition:
         return dg.SensorResult(dynamic_partitions_requests=requests)
 
     return sync
+
+
+def source_observations(project, instance: dg.DagsterInstance, seen: dict) -> tuple[list[dg.AssetObservation], dict]:
+    """Observations of `<identity>/source_files` for the sources whose content changed since
+    `seen` ({partition: [fingerprint, version]}, the sensor's cursor), and the new cursor. Only
+    sources whose partition exists are looked at: the sync sensor adds it first."""
+    events, cursor = [], {}
+    for identity in project.identities:
+        existing = set(instance.get_dynamic_partitions(sources_partitions(identity).name))
+        for key, source in project.source_keys(identity).items():
+            if key not in existing:
+                continue
+            known = tuple(seen[key]) if key in seen else None
+            try:
+                fingerprint, version = source_version(source, known)
+            except OSError:
+                continue  # gone or unreadable this minute: source_media reports it when it runs
+            cursor[key] = [fingerprint, version]
+            if known is None or known[1] != version:
+                events.append(dg.AssetObservation([identity, "source_files"], partition=key,
+                                                  tags={DATA_VERSION_TAG: version},
+                                                  metadata={"kind": source.kind, "location": source.location}))
+    return events, cursor
+
+
+def source_watch_sensor(project_file: Path) -> dg.SensorDefinition:
+    @dg.sensor(name="source_watch", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+    def watch(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        """Looks at every source's files each minute (names, sizes and times; the content is
+        hashed only when those moved) and, when a source's content changed, records an
+        observation of `<identity>/source_files` with the new content hash as its data version.
+        The automation sensor then requests that source's partition downstream, and nothing else."""
+        try:
+            project = load_project(project_file)
+        except ProjectError as exc:
+            return dg.SkipReason(f"project file has problems, sources not looked at:\n{exc}")
+        events, cursor = source_observations(project, context.instance, json.loads(context.cursor or "{}"))
+        skip = None if events else "no source changed"
+        return dg.SensorResult(asset_events=events, cursor=json.dumps(cursor, sort_keys=True), skip_reason=skip)
+
+    return watch
+
+
+def automation_sensor() -> dg.AutomationConditionSensorDefinition:
+    """Evaluates every asset's automation condition each 30 s and launches what they request.
+    In the code server (use_user_code_server), not the daemon: face_model's FacesetsNotBlocked
+    is Python. Dagster then caps the sensor at 500 assets and checks (about 40 identities)."""
+    with warnings.catch_warnings():  # use_user_code_server is beta in 1.13 and warned at every load
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.AutomationConditionSensorDefinition(
+            "swapline_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=30, use_user_code_server=True,
+            description="Requests the asset partitions whose inputs' data, or own settings, changed.",
+        )
 
 
 def collection_schedule(project, identity: str) -> dg.ScheduleDefinition:

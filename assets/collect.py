@@ -1,16 +1,18 @@
 """collect: each source's media, recorded by content so unchanged sources stay fresh."""
 
 
+import inspect
 import tempfile
+import warnings
 from pathlib import Path
 
 import dagster as dg
 
-from swapline.assets.common import code_version, sources_partitions
+from swapline.assets.common import code_version, on_change, sources_partitions
 from swapline.ops import collect as ops
 from swapline.ops.media import load_image, sample_video, verify_video
 from swapline.ops.storage import hash_json, write_manifest
-from swapline.project import Project
+from swapline.project import Project, Source
 from swapline.quality_checks.target_checks import TARGET_FACES_FILE
 from swapline.resources.analyzer import FaceAnalyzerResource
 from swapline.resources.downloader import Downloader
@@ -22,15 +24,50 @@ TARGET_SAMPLE_FPS = 4.0
 TARGET_MAX_FRAMES = 120
 
 
+def source_version(source: Source, known: tuple[str, str] | None = None) -> tuple[str, str]:
+    """(fingerprint, data version) of a source as it is now. A local source's version is its
+    content hash, the very version source_media will report once it has collected it; the
+    content is hashed only when the cheap fingerprint (names, sizes, mtimes) moved from `known`.
+    A URL is not fetched to be looked at: its version is the URL (the daily schedule re-collects)."""
+    if source.url:
+        version = hash_json(["url", source.url])[:32]
+        return version, version
+    fingerprint = ops.local_fingerprint(video=source.video, photos=source.photos)
+    if known and known[0] == fingerprint:
+        return known
+    manifest = ops.collect_video(source.video) if source.video else ops.collect_photos(source.photos)
+    return fingerprint, ops.content_version(manifest)
+
+
+def source_files_asset(project: Project, identity: str) -> dg.SourceAsset:
+    sources = project.source_keys(identity)
+    partitions = sources_partitions(identity)
+
+    def observe(context: dg.OpExecutionContext) -> dg.DataVersionsByPartition:
+        """The files of each source where the user keeps them (a photo folder, a video, a URL),
+        outside Dagster. The `source_watch` sensor observes them every minute and records a new
+        data version (their content hash) when they changed; the automation then requests that
+        source's partition downstream. Observing by hand does the same for every source at once."""
+        existing = set(context.instance.get_dynamic_partitions(partitions.name))
+        return dg.DataVersionsByPartition({key: source_version(src)[1] for key, src in sources.items() if key in existing})
+
+    with warnings.catch_warnings():  # beta in 1.13 and warned at every load; this is its documented use
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.observable_source_asset(key=[identity, "source_files"], partitions_def=partitions, group_name="collect",
+                                          description=inspect.cleandoc(observe.__doc__))(observe)
+
+
 def source_media_asset(project: Project, identity: str) -> dg.AssetsDefinition:
     sources = project.source_keys(identity)
 
     @dg.asset(
         key=[identity, "source_media"],
+        deps=[dg.AssetKey([identity, "source_files"])],
         partitions_def=sources_partitions(identity),
         group_name="collect",
         code_version=code_version("source_media"),
         kinds={"video"},
+        automation_condition=on_change(),
     )
     def source_media(context: dg.AssetExecutionContext, storage: StorageResource, downloader: Downloader) -> dg.MaterializeResult:
         """One source of this identity's faces (a URL, a local video or a photo folder), recorded
@@ -75,6 +112,7 @@ def target_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
         group_name="collect",
         code_version=code_version("target_video", face_settings),
         kinds={"video"},
+        automation_condition=on_change(),
     )
     def target_video(context: dg.AssetExecutionContext, storage: StorageResource, downloader: Downloader,
                      face_analyzer: FaceAnalyzerResource) -> dg.MaterializeResult:
@@ -146,5 +184,4 @@ def _result(manifest: dict, path: Path) -> dg.MaterializeResult:
         metadata.update({f"video_{k}": v for k, v in manifest["video"].items() if v is not None})
     if "faces" in manifest:
         metadata.update({f"target_{k}": v for k, v in manifest["faces"].items()})
-    version = hash_json(ops.content_key(manifest))[:32]
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(ops.content_version(manifest)))

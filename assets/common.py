@@ -32,6 +32,60 @@ def sources_partitions(identity: str) -> dg.DynamicPartitionsDefinition:
     return dg.DynamicPartitionsDefinition(name=f"{identity}_sources")
 
 
+AC = dg.AutomationCondition
+
+
+def on_change(*, start_missing: bool = True) -> dg.AutomationCondition:
+    """When the automation sensor requests an asset partition: eager(), rebuilt so that it reacts
+    to changed data versions, not to every materialization (eager()'s newly_updated fires on a
+    re-run that produced the same bytes; dagster #25439), and to a changed setting.
+
+    Triggers (each latched until the partition is requested or materialized, as in eager()):
+    a partition that becomes missing (a new source), a dependency whose data version changed
+    (new photos; a re-run with the same content changes nothing), or this asset's code version
+    changing (a setting it depends on: every partition of it). The reset stays eager()'s
+    `newly_updated`: a partition materialized by hand has been handled even if its version is
+    unchanged. Unlike `eager().replace("newly_updated", data_version_changed())`, which would
+    replace that reset too and request a faceset again after a re-run that changed nothing.
+
+    `start_missing`: also request partitions missing when the sensor first sees this asset (a
+    fresh instance, an identity or swap added with a reload); eager() leaves those alone.
+    Off for assets fed by a dynamic-partitioned asset: with no partitions synced yet their
+    dependencies look complete, and the faceset would be requested with no sources."""
+    changed_deps = AC.any_deps_match(
+        (AC.data_version_changed() & ~AC.executed_with_root_target()).with_label("data_version_changed_without_root")
+        | AC.will_be_requested()
+    ).with_label("any_deps_data_version_changed")
+    trigger = (AC.newly_missing() | changed_deps | AC.code_version_changed()).since_last_handled()
+    if start_missing:
+        trigger = trigger | (AC.missing() & AC.initial_evaluation()).with_label("missing_at_start")
+    return (trigger & ~AC.any_deps_missing() & ~AC.any_deps_in_progress() & ~AC.in_progress()).with_label("on_change")
+
+
+class FacesetsNotBlocked(dg.AutomationCondition):
+    """True unless a faceset this model trains on failed a blocking check with ERROR on its latest
+    materialization: the rule face_model itself applies before training, so a WARN (fewer faces
+    than recommended, still trainable) does not hold training back, and a failure on one
+    identity holds back only the swaps that use it. (Within one run Dagster itself skips a model
+    after its faceset's ERROR; this holds it back in later runs, e.g. when the other identity
+    changes.) Dagster's all_deps_blocking_checks_passed()
+    counts every failed result whatever its severity, so every faceset under
+    `checks.recommended_faces` would stop automated training. A Python condition: the automation
+    sensor evaluates it in the code server (use_user_code_server)."""
+
+    @property
+    def name(self) -> str:
+        return "facesets_not_blocked"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        from swapline.quality_checks.faceset_checks import failed_blocking_checks
+
+        instance = context.asset_graph_view.instance
+        facesets = [key for key in context.asset_graph.get(context.key).parent_keys if key.path[-1] == "faceset"]
+        blocked = any(failed_blocking_checks(instance, key.path[0]) for key in facesets)
+        return dg.AutomationResult(context=context, true_subset=context.get_empty_subset() if blocked else context.candidate_subset)
+
+
 def image_md(png_or_jpeg: bytes, alt: str, mime: str = "image/png") -> dg.MetadataValue:
     """A small preview image shown inline in the Dagster UI."""
     data = base64.b64encode(png_or_jpeg).decode()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from swapline.assets.common import Eta, code_version, image_md
+from swapline.assets.common import Eta, code_version, image_md, on_change
 from swapline.ops import provenance
 from swapline.ops.collect import media_path
 from swapline.ops.convert_options import ConvertOptions, require_consent
@@ -34,6 +34,7 @@ def converted_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
         code_version=code_version("converted_video", {**options.__dict__, "direction": conversion.direction}),
         kinds={"video"},
         check_specs=video_check_specs(key),
+        automation_condition=on_change(),
     )
     def converted_video(context: dg.AssetExecutionContext, storage: StorageResource, torch_device: TorchDevice,
                         face_analyzer: FaceAnalyzerResource) -> dg.MaterializeResult:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from swapline.assets.common import code_version, image_md
+from swapline.assets.common import code_version, image_md, on_change
 from swapline.ops.faceset import FacesetSettings, build_faceset, contact_sheet
 from swapline.ops.facetable import decode_image, read_faces, write_table
 from swapline.ops.identity import purity, sample_embeddings
@@ -32,6 +32,8 @@ def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
                                               "checks": project.checks.model_dump(mode="json")}),
         check_specs=faceset_check_specs(key, project.checks),
         kinds={"parquet"},
+        # Built when its sources' faces change, not at start: see on_change.
+        automation_condition=on_change(start_missing=False),
     )
     def faceset(context: dg.AssetExecutionContext, storage: StorageResource,
                 face_analyzer: FaceAnalyzerResource) -> dg.MaterializeResult:

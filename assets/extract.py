@@ -16,7 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from swapline.assets.common import Eta, code_version, sources_partitions
+from swapline.assets.common import Eta, code_version, on_change, sources_partitions
 from swapline.ops.extract import RUN_STATS, extract_faces, reference_embeddings, sample_source
 from swapline.ops.facecache import CACHE_DIR, FaceCache, PhotoCache
 from swapline.ops.facetable import FORMAT_VERSION, write_faces
@@ -40,6 +40,7 @@ def frames_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         group_name="extract",
         code_version=code_version("frames", settings),
         kinds={"image"},
+        automation_condition=on_change(),
     )
     def frames(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
         """Frames sampled from one source at `extraction.sample_fps` (near-identical consecutive
@@ -90,6 +91,7 @@ def aligned_faces_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         code_version=code_version("aligned_faces", {"format": FORMAT_VERSION, "refs": [str(r) for r in references],
                                                     **ext.model_dump(exclude={"sample_fps", "skip_similar", "max_frames", "workers"})}),
         kinds={"image", "parquet"},
+        automation_condition=on_change(),
     )
     def aligned_faces(context: dg.AssetExecutionContext, storage: StorageResource,
                       face_analyzer: FaceAnalyzerResource, torch_device: TorchDevice) -> dg.MaterializeResult:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from swapline.assets.common import code_version, image_md
+from swapline.assets.common import FacesetsNotBlocked, code_version, image_md, on_change
 from swapline.ops.storage import write_manifest
 from swapline.project import Project
 from swapline.quality_checks.faceset_checks import failed_blocking_checks
@@ -32,6 +32,7 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
                                                  "loss": [swap.loss, swap.ssim_weight, swap.mask_weight]}),
         kinds={"pytorch"},
         check_specs=model_check_specs(key),
+        automation_condition=on_change() & FacesetsNotBlocked(),
     )
     def face_model(context: dg.AssetExecutionContext, storage: StorageResource, torch_device: TorchDevice,
                    face_analyzer: FaceAnalyzerResource) -> dg.MaterializeResult:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from swapline.ops.images import IMAGE_SUFFIXES
-from swapline.ops.storage import sha256_file
+from swapline.ops.storage import hash_json, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,25 @@ def content_key(manifest: dict[str, Any]) -> dict[str, Any]:
     if manifest["kind"] == "photos":
         return {"kind": "photos", "files": sorted(f["sha256"] for f in manifest["files"])}
     return {"kind": manifest["kind"], "sha256": manifest["sha256"]}
+
+
+def content_version(manifest: dict[str, Any]) -> str:
+    """source_media's data version, and the version the source watch observes for a local source:
+    one function, so an observation and the collection that follows it agree."""
+    return hash_json(content_key(manifest))[:32]
+
+
+def local_fingerprint(video: Path | None = None, photos: Path | None = None) -> str:
+    """Names, sizes and modification times of a local source's files: cheap to take every minute,
+    and it changes whenever a file is added, removed or rewritten (the content is hashed only then)."""
+    if video is not None:
+        stat = video.stat()
+        return hash_json(["video", stat.st_size, stat.st_mtime_ns])
+    entries = []
+    for path in list_photos(photos):
+        stat = path.stat()
+        entries.append([str(path.relative_to(photos)), stat.st_size, stat.st_mtime_ns])
+    return hash_json(["photos", entries])
 
 
 def media_path(manifest: dict[str, Any], artifact_dir: Path) -> Path:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from swapline.assets.automation import collection_schedule, project_sync_sensor
-from swapline.assets.collect import source_media_asset, target_video_asset
+from swapline.assets.automation import automation_sensor, collection_schedule, project_sync_sensor, source_watch_sensor
+from swapline.assets.collect import source_files_asset, source_media_asset, target_video_asset
 from swapline.assets.convert import converted_video_asset
 from swapline.assets.curate import faceset_asset
 from swapline.assets.extract import aligned_faces_asset, frames_asset
@@ -22,10 +22,12 @@ from swapline.resources.storage import StorageResource
 STORAGE_ENV = "SWAPLINE_HOME"
 
 
-def build_assets(project: Project) -> list[dg.AssetsDefinition]:
-    assets: list[dg.AssetsDefinition] = []
+def build_assets(project: Project) -> list[dg.AssetsDefinition | dg.SourceAsset]:
+    """Every asset of the project. `<identity>/source_files` is observed, never materialized."""
+    assets: list[dg.AssetsDefinition | dg.SourceAsset] = []
     for identity in project.identities:
         assets += [
+            source_files_asset(project, identity),
             source_media_asset(project, identity),
             frames_asset(project, identity),
             aligned_faces_asset(project, identity),
@@ -50,7 +52,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
 def build_definitions(project: Project, project_file: Path, resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=build_assets(project),
-        sensors=[project_sync_sensor(project_file)],
+        sensors=[project_sync_sensor(project_file), source_watch_sensor(project_file), automation_sensor()],
         schedules=[collection_schedule(project, identity) for identity in project.identities],
         resources=resources or default_resources(),
     )

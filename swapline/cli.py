@@ -1,4 +1,5 @@
-"""`swapline` command line: run a project, validate it, report on its data, prepare a Dagster home."""
+"""`swapline` command line: run a project, validate it, report on its data, show and refresh what is
+stale, prepare a Dagster home."""
 
 from __future__ import annotations
 
@@ -135,6 +136,49 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    """What is stale or missing, per asset and partition, as Dagster judges it (swapline/status.py)."""
+    path = project_path(args.project)
+    project = load_project(path)
+    _env_defaults(path)
+    import dagster as dg
+
+    from swapline.runner import write_instance_yaml
+    from swapline.status import project_status, status_lines
+
+    write_instance_yaml(Path(os.environ["DAGSTER_HOME"]).resolve())
+    with dg.DagsterInstance.get() as instance:
+        for line in status_lines(project_status(project, instance), show_all=args.all):
+            print(line)
+    return 0
+
+
+def cmd_refresh(args) -> int:
+    """Materialize exactly what is stale or missing, stage by stage (Dagster's CLI has no
+    "stale only" selection); --dry-run prints what would run."""
+    path = project_path(args.project)
+    project = load_project(path)
+    _env_defaults(path)
+    import dagster as dg
+
+    from swapline.runner import write_instance_yaml
+    from swapline.status import dry_run_lines, refresh
+
+    write_instance_yaml(Path(os.environ["DAGSTER_HOME"]).resolve())
+    logging.getLogger("dagster").setLevel(logging.WARNING)
+    with dg.DagsterInstance.get() as instance:
+        if args.dry_run:
+            for line in dry_run_lines(project, instance):
+                print(line)
+            return 0
+        summary = refresh(project, instance, echo=lambda line: print(line, flush=True), log_level="WARNING")
+    if not summary.succeeded and not summary.failed:
+        print("== nothing was stale or missing")
+    else:
+        print(f"== refreshed in {summary.seconds:.0f}s: {len(summary.succeeded)} ok, {len(summary.failed)} failed")
+    return 0 if summary.ok else 1
+
+
 def cmd_evaluate(args) -> int:
     """Held-out metrics of a swap's published model (ops/evaluate.py); PNGs only with --out."""
     import json
@@ -186,10 +230,16 @@ def main(argv: list[str] | None = None) -> int:
         ("check", cmd_check, "validate the project file"),
         ("report", cmd_report, "print, identity by identity, whether the data is enough and what is missing"),
         ("init-home", cmd_init_home, "write dagster.yaml into $DAGSTER_HOME"),
+        ("status", cmd_status, "what is stale or missing, per asset and partition, and why"),
+        ("refresh", cmd_refresh, "materialize exactly what is stale or missing, stage by stage"),
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--project", default=None, help=f"project YAML (default ${PROJECT_ENV} or ./swapline.yaml)")
         p.set_defaults(func=func)
+        if name == "status":
+            p.add_argument("--all", action="store_true", help="list fresh asset partitions too")
+        if name == "refresh":
+            p.add_argument("--dry-run", action="store_true", help="print what would be materialized, run nothing")
     p = sub.add_parser("evaluate", help="held-out metrics of a swap's model: reconstruction, identity transfer, pose")
     p.add_argument("--project", default=None, help=f"project YAML (default ${PROJECT_ENV} or ./swapline.yaml)")
     p.add_argument("--swap", required=True, help="the swap's name in the project file")

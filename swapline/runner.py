@@ -62,23 +62,28 @@ def materialize_project(project: Project, instance: dg.DagsterInstance, *, resou
     summary, start = RunSummary(), time.monotonic()
     steps = plan(project)
     for i, step in enumerate(steps, 1):
-        if upstream := [label for label in step.after if label in summary.failed]:
-            summary.failed[step.label] = _skip_reason(summary.failed[upstream[0]])
-            echo(f"[{i}/{len(steps)}] {step.label}: {summary.failed[step.label]}")
-            continue
-        t0 = time.monotonic()
-        result = dg.materialize(assets, selection=step.keys, partition_key=step.partition, instance=instance,
-                                resources=resources, raise_on_error=False, tags={"swapline/step": step.label},
-                                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
-        took = time.monotonic() - t0
-        if result.success:
-            summary.succeeded.append(step.label)
-            echo(f"[{i}/{len(steps)}] {step.label}: ok ({took:.1f}s)")
-        else:
-            summary.failed[step.label] = _blocked_faceset(step, instance) or _failure_message(result)
-            echo(f"[{i}/{len(steps)}] {step.label}: FAILED ({took:.1f}s): {summary.failed[step.label]}")
+        echo(f"[{i}/{len(steps)}] {step.label}: {run_step(step, assets, instance, resources, summary, log_level)}")
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def run_step(step: Step, assets: list[dg.AssetsDefinition], instance: dg.DagsterInstance, resources: dict,
+             summary: RunSummary, log_level: str = "INFO") -> str:
+    """Materialize one step (or skip it after a failed `after` step), record the outcome in
+    `summary` and return it in words (`swapline refresh` runs its steps through here too)."""
+    if upstream := [label for label in step.after if label in summary.failed]:
+        summary.failed[step.label] = _skip_reason(summary.failed[upstream[0]])
+        return summary.failed[step.label]
+    t0 = time.monotonic()
+    result = dg.materialize(assets, selection=step.keys, partition_key=step.partition, instance=instance,
+                            resources=resources, raise_on_error=False, tags={"swapline/step": step.label},
+                            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
+    took = time.monotonic() - t0
+    if result.success:
+        summary.succeeded.append(step.label)
+        return f"ok ({took:.1f}s)"
+    summary.failed[step.label] = _blocked_faceset(step, instance) or _failure_message(result)
+    return f"FAILED ({took:.1f}s): {summary.failed[step.label]}"
 
 
 def _blocked_faceset(step: Step, instance: dg.DagsterInstance) -> str | None:

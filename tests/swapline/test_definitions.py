@@ -23,10 +23,12 @@ def test_demo_definitions_have_groups_and_lineage():
     assert parents("anna", "faceset") == {"anna/aligned_faces"}
     assert parents("anna_ben", "face_model") == {"anna/faceset", "ben/faceset"}
     assert parents("anna_as_ben", "converted_video") == {"anna_ben/face_model", "anna_as_ben/target_video"}
+    assert parents("anna", "source_media") == {"anna/source_files"}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        assert node.description and node.code_version, key  # UI description and real staleness
-    assert {s.name for s in defs.sensors} == {"project_partitions_sync"}
+        # UI description and real staleness (source_files is observed: its versions are the files')
+        assert node.description and (node.code_version or node.is_observable), key
+    assert {s.name for s in defs.sensors} == {"project_partitions_sync", "source_watch", "swapline_automation"}
     assert {s.name for s in defs.schedules} == {"collect_anna_schedule", "collect_ben_schedule"}
 
 

@@ -210,6 +210,7 @@ def test_webserver_shows_lineage_staleness_and_checks(media_dir, swapline_home, 
         edges = {("/".join(d["path"]), "/".join(n["assetKey"]["path"])) for n in nodes for d in n["dependencyKeys"]}
         chain = (*STAGES, "faceset")
         expected = {(f"{who}/{a}", f"{who}/{b}") for who in ("anna", "ben") for a, b in zip(chain, chain[1:])}
+        expected |= {(f"{who}/source_files", f"{who}/source_media") for who in ("anna", "ben")}  # observed sources
         expected |= {("anna/faceset", "ab/face_model"), ("ben/faceset", "ab/face_model")}
         assert edges == expected
         assert {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}["ben/faceset"] == "curate"

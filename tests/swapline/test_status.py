@@ -1,0 +1,178 @@
+"""`swapline status` and `refresh` on one identity with a real short clip and a photo folder,
+against real Dagster instances: what Dagster calls stale is listed with its cause, and a
+refresh materializes exactly that (counted per partition in the instance)."""
+
+from __future__ import annotations
+
+import shutil
+
+import dagster as dg
+import pytest
+
+from swapline.cli import main
+from swapline.project import PROJECT_ENV
+from swapline.status import FRESH, MISSING, STALE, dry_run_lines, project_status, refresh, status_lines
+from tests.conftest import CONSENT
+
+STAGES = ("source_media", "frames", "aligned_faces")
+
+
+@pytest.fixture
+def photos(media_dir, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("single_face.jpg", "45-m7-di-ph.jpg"):
+        shutil.copy(media_dir / name, folder / name)
+    return folder
+
+
+def ben(media_dir, photos=None, **extraction) -> dict:
+    sources = [{"video": str(media_dir / "single_face.mp4")}] + ([{"photos": str(photos)}] if photos else [])
+    return {
+        "identities": {"ben": {"consent": CONSENT, "sources": sources}},
+        "extraction": {"backend": "dlib", "sample_fps": 4, "face_size": 96, "max_frames": 8, "workers": 1, **extraction},
+        "checks": {"min_faces": 1},  # a tiny faceset on purpose; its blocking check must not fail it
+    }
+
+
+def source(project, kind: str) -> str:
+    return next(key for key in project.source_keys("ben") if key.startswith(kind))
+
+
+def counts(project, instance) -> dict[str, int]:
+    """Materializations recorded per asset partition, by label (e.g. "ben/frames[video_...]")."""
+    out = {}
+    for row in project_status(project, instance):
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=row.key, asset_partitions=[row.partition] if row.partition else None), limit=100
+        ).records
+        out[row.label] = len(records)
+    return out
+
+
+def by_label(rows) -> dict:
+    return {row.label: row for row in rows}
+
+
+def built(project, instance) -> dict[str, int]:
+    summary = refresh(project, instance, echo=lambda line: None, log_level="WARNING")
+    assert summary.ok, summary.failed
+    return counts(project, instance)
+
+
+def test_nothing_built_is_all_missing_and_a_refresh_leaves_nothing_stale(media_dir, photos, swapline_home, instance, write_project):
+    project, _ = write_project(ben(media_dir, photos))
+    rows = project_status(project, instance)
+    # Every stage of both sources, asked per partition (asked without one, Dagster says FRESH), and the faceset.
+    assert len(rows) == 2 * len(STAGES) + 1
+    assert {row.status for row in rows} == {MISSING}
+    assert all(row.causes == ("not materialized yet",) for row in rows)
+    assert len(dry_run_lines(project, instance)) == len(rows)
+
+    lines: list[str] = []
+    summary = refresh(project, instance, echo=lines.append, log_level="WARNING")
+    assert summary.ok and len(summary.succeeded) == len(rows), summary.failed
+    # Stage by stage: every source's frames before any aligned_faces, the faceset last.
+    order = [line.split("] ", 1)[1].split(" ")[0] for line in lines]
+    assert [label.split("[")[0] for label in order] == [f"ben/{stage}" for stage in STAGES for _ in range(2)] + ["ben/faceset"]
+
+    assert set(counts(project, instance).values()) == {1}
+    assert {row.status for row in project_status(project, instance)} == {FRESH}
+    assert status_lines(project_status(project, instance)) == [f"== all {len(rows)} asset partitions are fresh"]
+    assert dry_run_lines(project, instance) == ["nothing is stale or missing"]
+
+
+def test_changed_setting_rebuilds_only_what_it_changes(media_dir, photos, swapline_home, instance, write_project):
+    """A new sample_fps makes both sources' frames STALE (code version). Rebuilt, the video's
+    frames change and make its aligned_faces STALE by data; the photos' frames come out the
+    same (photos are not sampled by fps), so their aligned_faces stay as they are."""
+    project, _ = write_project(ben(media_dir, photos))
+    before = built(project, instance)
+
+    project, _ = write_project(ben(media_dir, photos, sample_fps=2))
+    video, stills = source(project, "video"), source(project, "photos")
+    rows = by_label(project_status(project, instance))
+    for part in (video, stills):
+        assert rows[f"ben/frames[{part}]"].status == STALE
+        assert rows[f"ben/frames[{part}]"].causes == ("code version changed (a setting or the algorithm)",)
+        # Dagster's causes are direct only: downstream stays FRESH, marked as waiting.
+        assert rows[f"ben/aligned_faces[{part}]"].status == FRESH
+        assert rows[f"ben/aligned_faces[{part}]"].waits_on == (f"ben/frames[{part}]",)
+    assert rows["ben/faceset"].status == FRESH and len(rows["ben/faceset"].waits_on) == 2
+    text = "\n".join(status_lines(list(rows.values())))
+    assert f"ben/frames\n  {stills}" in text and "2 stale, 0 missing" in text and "source_media" not in text
+
+    lines: list[str] = []
+    assert refresh(project, instance, echo=lines.append, log_level="WARNING").ok
+    after = counts(project, instance)
+    ran = {label for label in after if after[label] != before[label]}
+    assert ran == {f"ben/frames[{video}]", f"ben/frames[{stills}]", f"ben/aligned_faces[{video}]", "ben/faceset"}, lines
+    assert all(after[label] == before[label] + 1 for label in ran)
+    # They ran because Dagster found them stale after the stage before, not because they were listed.
+    assert any(line.startswith(f"[3] ben/aligned_faces[{video}] (stale)") for line in lines), lines
+    assert {row.status for row in project_status(project, instance)} == {FRESH}
+
+
+def test_upstream_data_change_is_named_as_the_cause(media_dir, swapline_home, instance, write_project):
+    project, _ = write_project(ben(media_dir))
+    built(project, instance)
+    project, _ = write_project(ben(media_dir, sample_fps=2))
+    video = source(project, "video")
+    from swapline.build import build_assets, default_resources
+
+    assert dg.materialize(build_assets(project), selection=[dg.AssetKey(["ben", "frames"])], partition_key=video,
+                          instance=instance, resources=default_resources()).success
+    rows = by_label(project_status(project, instance))
+    assert rows[f"ben/aligned_faces[{video}]"].status == STALE
+    assert rows[f"ben/aligned_faces[{video}]"].causes == (f"upstream ben/frames[{video}] has a new data version",)
+    assert rows["ben/faceset"].waits_on == (f"ben/aligned_faces[{video}]",)
+
+
+def test_new_source_builds_only_its_partition_and_the_faceset(media_dir, photos, swapline_home, instance, write_project):
+    project, _ = write_project(ben(media_dir))
+    before = built(project, instance)
+
+    project, _ = write_project(ben(media_dir, photos))
+    stills = source(project, "photos")
+    # Listed from the project file before any sync: the new source is MISSING at every stage.
+    rows = project_status(project, instance)
+    assert {row.label for row in rows if row.status != FRESH} == {f"ben/{stage}[{stills}]" for stage in STAGES}
+    lines: list[str] = []
+    assert refresh(project, instance, echo=lines.append, log_level="WARNING").ok
+    after = counts(project, instance)
+    assert {label: n for label, n in after.items() if label in before} == {**before, "ben/faceset": 2}
+    assert {label: n for label, n in after.items() if label not in before} == {f"ben/{stage}[{stills}]": 1 for stage in STAGES}
+    assert lines[-1].startswith("[4] ben/faceset (stale)"), lines  # stale once the new faces were in
+    assert {row.status for row in project_status(project, instance)} == {FRESH}
+
+
+def test_cli_prints_status_and_dry_run(media_dir, tmp_path, monkeypatch, capsys, write_project):
+    _, path = write_project(ben(media_dir))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("SWAPLINE_HOME", str(tmp_path / "artifacts"))
+    monkeypatch.setenv(PROJECT_ENV, str(path))  # the CLI sets it; monkeypatch puts it back
+    assert main(["status", "--project", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "ben/source_media" and "MISSING  not materialized yet" in out[1]
+    assert out[-1].startswith("== 0 stale, 4 missing, 0 fresh (4 asset partitions)")
+    assert main(["refresh", "--project", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "would materialize (missing): ben/faceset" and len(out) == 4
+
+
+def test_a_broken_source_skips_its_later_stages_and_the_faceset_builds_from_the_rest(
+        media_dir, tmp_path, swapline_home, instance, write_project):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes((media_dir / "single_face.mp4").read_bytes()[:4000])  # cut off after the header
+    data = ben(media_dir)
+    data["identities"]["ben"]["sources"].append({"video": str(broken)})
+    project, _ = write_project(data)
+    bad = next(key for key in project.source_keys("ben") if key.startswith("video_broken"))
+
+    summary = refresh(project, instance, echo=lambda line: None, log_level="WARNING")
+    assert set(summary.failed) == {f"ben/frames[{bad}]", f"ben/aligned_faces[{bad}]"}, summary.failed
+    assert "cannot be decoded" in summary.failed[f"ben/frames[{bad}]"]
+    assert summary.failed[f"ben/aligned_faces[{bad}]"] == "skipped: an upstream step failed"
+    rows = by_label(project_status(project, instance))
+    assert rows["ben/faceset"].status == FRESH and "ben/faceset" in summary.succeeded
+    assert rows[f"ben/aligned_faces[{bad}]"].status == MISSING and rows[f"ben/frames[{bad}]"].status == MISSING
