@@ -49,7 +49,9 @@ def sync_partitions(project, instance: dg.DagsterInstance) -> None:
 
 
 def project_sync_sensor(project_file: Path) -> dg.SensorDefinition:
-    @dg.sensor(name="project_partitions_sync", minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+    # Its only runs rebuild facesets (the curate group) after a source was removed.
+    @dg.sensor(name="project_partitions_sync", minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+               target=dg.AssetSelection.groups("curate"))
     def sync(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         """Re-reads the project file and adds/removes source partitions to match it."""
         try:
@@ -59,7 +61,14 @@ def project_sync_sensor(project_file: Path) -> dg.SensorDefinition:
         requests = partition_requests(project, context.instance)
         if not requests:
             return dg.SkipReason("partitions match the project file")
-        return dg.SensorResult(dynamic_partitions_requests=requests)
+        # A removed source changes no data version, so nothing goes stale by itself: rebuild the
+        # faceset of each identity that lost one (Dagster applies the deletions first).
+        shrunk = sorted({r.partitions_def_name.removesuffix("_sources") for r in requests
+                         if isinstance(r, dg.DeleteDynamicPartitionsRequest)})
+        runs = [dg.RunRequest(asset_selection=[dg.AssetKey([identity, "faceset"])],
+                              run_key=f"{identity}_faceset_after_removal_{context.cursor or 0}") for identity in shrunk]
+        context.update_cursor(str(int(context.cursor or 0) + 1))
+        return dg.SensorResult(dynamic_partitions_requests=requests, run_requests=runs)
 
     return sync
 

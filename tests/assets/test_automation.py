@@ -39,6 +39,13 @@ def test_sensor_adds_and_removes_source_partitions(media_dir, instance, write_pr
     assert isinstance(request, dg.DeleteDynamicPartitionsRequest)
     kept = next(k for k in project.source_keys("ben") if k.startswith("video_single_face"))
     assert kept not in request.partition_keys and len(request.partition_keys) == 1
+    # Removing a source changes no data version: the faceset is rebuilt from the rest on purpose.
+    (run,) = result.run_requests
+    assert run.asset_selection == [dg.AssetKey(["ben", "faceset"])]
+    defs = build_definitions(project, path)
+    tick = defs.get_sensor_def("project_partitions_sync").evaluate_tick(
+        dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def()))
+    assert [r.asset_selection for r in tick.run_requests] == [[dg.AssetKey(["ben", "faceset"])]]
 
 
 def test_sensor_skips_a_broken_project_file(media_dir, instance, write_project):
