@@ -58,9 +58,11 @@ def converted_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
         device = torch_device.resolve()
         analyzer = face_analyzer.analyzer(project.extraction, device)
         faceset = store.current(store.location(shown, "faceset"))
+        cache = DetectionCache(store.root, analyzer, target_manifest["sha256"])
+        if not cache.loaded and (seeded := _seed_from_sources(project, store, cache, target_manifest["sha256"])):
+            context.log.info(f"{name}: {seeded} frames' faces taken from extraction (the video is also a source)")
         converter = Converter(analyzer, load_for_inference(model.path / "checkpoint", device), to_side, device, options,
-                              reference=faceset_references(analyzer, faceset.path / "faceset.parquet"),
-                              cache=DetectionCache(store.root, analyzer, target_manifest["sha256"]))
+                              reference=faceset_references(analyzer, faceset.path / "faceset.parquet"), cache=cache)
         eta = Eta(target_manifest["video"]["frames"] or 0, context.log, f"{name} frames converted")
         stats: dict = {}
         tags = provenance.container_tags(name, conversion.swap)
@@ -127,3 +129,20 @@ def _metadata(stats: dict, output: Path, folder: Path, target_manifest: dict) ->
     if (folder / "preview.jpg").is_file():
         metadata["preview"] = image_md((folder / "preview.jpg").read_bytes(), "original | swapped", "image/jpeg")
     return metadata
+
+
+def _seed_from_sources(project: Project, store, cache, video_sha: str) -> int:
+    """A target that is also a training source (same content, same extraction settings, as the
+    cache key checks) is not detected twice: reuse that source's extracted faces."""
+    from swapline.ops.detections import seed_from_extraction
+
+    for identity in project.identities:
+        for key in project.source_keys(identity):
+            source = store.current_or_none(store.location(identity, "source_media", key))
+            if source is None or source.manifest().get("sha256") != video_sha:
+                continue
+            frames = store.current_or_none(store.location(identity, "frames", key))
+            faces = store.current_or_none(store.location(identity, "aligned_faces", key))
+            if frames and faces and faces.manifest().get("backend") == cache.analyzer:
+                return seed_from_extraction(cache, frames.manifest(), faces.path / "faces.parquet")
+    return 0

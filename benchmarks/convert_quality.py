@@ -8,7 +8,9 @@ ben's face with smoothing on and off, for each colour-match mode. On each output
 - landmark jitter: landmarks detected on the output (dlib), frame-to-frame acceleration per
   inter-ocular distance (ops.temporal.landmark_jitter), over the same on the source;
 - flicker: frame-to-frame second difference of the face region's mean Lab colour, over the source's;
-- colour gap: mean CIE76 ΔE between the swapped face region and the original face region;
+- colour gap: mean CIE76 ΔE between the swapped face region and the original face region, per
+  pixel (`delta_e`: counts every difference of features too, as a different person has them)
+  and between the regions' mean colours (`mean_color_gap`, ΔE units: what colour matching fixes);
 - seam: gradient energy along the blend-mask boundary over the source frame's (~1 = no seam).
 The face region is the landmark hull of the source's own detections in that frame.
 Human lines, then one JSON object.
@@ -120,6 +122,9 @@ def main(argv: list[str] | None = None) -> dict:
                     "jitter_ratio": round(landmark_jitter(got["landmarks"]) / src_jitter, 3),
                     "flicker_ratio": round(color_flicker(got["means"]) / src_flicker, 3),
                     "delta_e": round(float(np.nanmean([delta_e(o, s, m) for o, s, m in pairs])), 2),
+                    # 8-bit OpenCV Lab: L is scaled by 255/100, a and b offset by 128 (unit steps).
+                    "mean_color_gap": round(float(np.nanmean(np.linalg.norm(
+                        (got["means"] - base["means"]) * [100 / 255, 1, 1], axis=1))), 2),
                     "seam_ratio": round(float(np.nanmean([boundary_gradient_ratio(o, s, m) for o, s, m in pairs])), 3),
                     "faces_found_on_output": sum(x is not None for x in got["landmarks"]),
                 }

@@ -28,7 +28,8 @@ class DetectionCache:
     """Frame index -> detected faces of one video under one analyzer configuration."""
 
     def __init__(self, root: Path | None, analyzer: Any, video_sha: str | None):
-        key = hash_json({"analyzer": analyzer_description(analyzer), "version": CACHE_VERSION})[:20]
+        self.analyzer = analyzer_description(analyzer)  # what found the faces: a seed must match it
+        key = hash_json({"analyzer": self.analyzer, "version": CACHE_VERSION})[:20]
         self.path = Path(root) / CACHE_DIR / "detections" / key / f"{video_sha}.npz" if root and video_sha else None
         self.faces: dict[int, list[DetectedFace]] = {}
         self.hits = 0
@@ -127,3 +128,23 @@ def faceset_references(analyzer: Any, faceset_path: Path, n: int = 24) -> np.nda
     crops = np.stack([decode_image(b) for b in rows["image"]])
     points = np.stack([crop_points(np.asarray(l), np.asarray(m)) for l, m in zip(rows["landmarks"], rows["matrix"])])
     return embed_crops(analyzer, crops, points)
+
+
+def seed_from_extraction(cache: DetectionCache, frames_manifest: dict, faces_path: Path) -> int:
+    """Fill `cache` with what extraction already found in the same video (a training source
+    that is also converted): every frame extraction analysed gets its faces from the face
+    table, so conversion detects only the frames extraction did not sample. Returns the count."""
+    from swapline.ops.facetable import read_faces
+
+    table = read_faces(Path(faces_path), with_images=False)
+    sampled = [frame["index"] for frame in frames_manifest.get("frames", []) if frame.get("index", -1) >= 0]
+    found: dict[int, list[DetectedFace]] = {index: [] for index in sampled}
+    for row in table.itertuples():
+        if row.frame_index in found:
+            box = tuple(int(v) for v in row.bbox)
+            found[row.frame_index].append(DetectedFace(box, np.asarray(row.landmarks, np.float32).reshape(68, 2), 1.0))
+    for index, faces in found.items():
+        if cache.get(index) is None:
+            cache.put(index, faces)
+    cache.hits = 0  # seeding is not a hit; conversion counts its own
+    return len(found)

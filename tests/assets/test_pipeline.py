@@ -86,6 +86,8 @@ def test_demo_graph_end_to_end(media_dir, swapline_home, instance, write_project
     metadata = record.asset_materialization.metadata
     assert "original | swapped" in metadata["preview"].value and metadata["realtime_factor"].value > 0
     assert set(metadata["stage_seconds"].value) == {"decode", "detect", "infer", "blend", "encode"}
+    # The target is also ben's training source: the frames extraction analysed are not detected again.
+    assert 0 < metadata["detections_cached"].value < 72
 
     sidecar = json.loads((published.path / "ben_as_anna.provenance.json").read_text())
     assert sidecar["synthetic"] is True and sidecar["face_rendered"] == "anna"
