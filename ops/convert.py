@@ -51,9 +51,28 @@ class Stats:
     faces: int = 0
     bridged: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    raw_tracks: dict[int, list] = field(default_factory=dict)  # track id -> per-frame raw landmarks
-    smooth_tracks: dict[int, list] = field(default_factory=dict)
+    raw_tracks: dict[int, "_Jitter"] = field(default_factory=dict)  # track id -> jitter of its raw landmarks
+    smooth_tracks: dict[int, "_Jitter"] = field(default_factory=dict)  # ... of the landmarks that placed the face
     preview: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+class _Jitter:
+    """landmark_jitter of one track, accumulated frame by frame: memory stays constant however
+    long the video (a list of every frame's landmarks would not)."""
+
+    def __init__(self):
+        self.window: deque = deque(maxlen=3)
+        self.total, self.count = 0.0, 0
+
+    def add(self, landmarks: np.ndarray | None) -> None:
+        self.window.append(landmarks)
+        if len(self.window) == 3 and all(x is not None for x in self.window):
+            self.total += landmark_jitter(list(self.window))
+            self.count += 1
+
+    @property
+    def value(self) -> float:
+        return self.total / self.count if self.count else float("nan")
 
 
 class Converter:
@@ -166,8 +185,8 @@ def _track(converter: Converter, tracker: FaceTracker, frame: _Frame, faces: lis
 def _note(frame: _Frame, faces: list, stats: Stats) -> tuple[_Frame, list]:
     for face in faces:
         stats.bridged += face.interpolated
-        stats.smooth_tracks.setdefault(face.track_id, []).append(face.landmarks)
-        stats.raw_tracks.setdefault(face.track_id, []).append(face.raw)
+        stats.smooth_tracks.setdefault(face.track_id, _Jitter()).add(face.landmarks)
+        stats.raw_tracks.setdefault(face.track_id, _Jitter()).add(face.raw)
     return frame, faces
 
 
@@ -260,8 +279,8 @@ def _drain(q: queue.Queue, stats: Stats) -> Iterator:
 
 
 def _summary(stats: Stats, written: dict, seconds: float, info, converter: Converter) -> dict:
-    raw = [landmark_jitter(t) for t in stats.raw_tracks.values() if sum(x is not None for x in t) > 3]
-    smooth = [landmark_jitter(t) for t in stats.smooth_tracks.values() if len(t) > 3]
+    raw = [t.value for t in stats.raw_tracks.values() if t.count]
+    smooth = [t.value for t in stats.smooth_tracks.values() if t.count]
     summary = {
         "frames": stats.frames, "swapped": stats.swapped, "faces": stats.faces, "bridged": stats.bridged,
         "tracks": len(stats.smooth_tracks), "audio": written["audio"], "seconds": round(seconds, 2),
