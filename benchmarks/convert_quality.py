@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--modes", nargs="+", default=["none", "mean_std", "histogram", "seamless"])
+    parser.add_argument("--erosion", type=int, default=0, help="mask erosion in face px (ConvertOptions.erosion)")
     args = parser.parse_args(argv)
 
     from swapline.demo_media import fetch
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         for mode in args.modes:
             for smooth in (True, False):
                 name = f"{mode}{'' if smooth else '_unsmoothed'}"
-                converter = Converter(analyzer, model, "b", "cpu", ConvertOptions(color_match=mode, smooth=smooth))
+                converter = Converter(analyzer, model, "b", "cpu", ConvertOptions(color_match=mode, smooth=smooth, erosion=args.erosion))
                 convert_video(clip, tmp / f"{name}.mp4", converter, tags=container_tags("q", "q"))
                 output = [f for _, _, f in iter_video(tmp / f"{name}.mp4")]
                 got = _measure(analyzer, output, regions)
