@@ -209,7 +209,7 @@ def _finish(converter, batch, stats: Stats, picks: set, progress) -> Iterator[tu
             stats.preview.append((frame.rgb, out))
         if converter.options.side_by_side:
             out = np.concatenate([frame.rgb, out], axis=1)  # (H, 2W, 3)
-        elif out is frame.rgb:
+        elif out is frame.rgb and frame.index in picks:
             out = out.copy()  # the mark must not land on the original kept for the preview
         stats.frames += 1
         if progress:

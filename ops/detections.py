@@ -144,7 +144,5 @@ def seed_from_extraction(cache: DetectionCache, frames_manifest: dict, faces_pat
             box = tuple(int(v) for v in row.bbox)
             found[row.frame_index].append(DetectedFace(box, np.asarray(row.landmarks, np.float32).reshape(68, 2), 1.0))
     for index, faces in found.items():
-        if cache.get(index) is None:
-            cache.put(index, faces)
-    cache.hits = 0  # seeding is not a hit; conversion counts its own
+        cache.faces.setdefault(index, faces)
     return len(found)
