@@ -8,7 +8,6 @@ asset's condition: assets/common.py `on_change`).
 """
 
 
-import json
 import warnings
 from pathlib import Path
 
@@ -73,27 +72,48 @@ def project_sync_sensor(project_file: Path) -> dg.SensorDefinition:
     return sync
 
 
-def source_observations(project, instance: dg.DagsterInstance, seen: dict) -> tuple[list[dg.AssetObservation], dict]:
-    """Observations of `<identity>/source_files` for the sources whose content changed since
-    `seen` ({partition: [fingerprint, version]}, the sensor's cursor), and the new cursor. Only
-    sources whose partition exists are looked at: the sync sensor adds it first."""
-    events, cursor = [], {}
+def source_observations(project, instance: dg.DagsterInstance) -> list[dg.AssetObservation]:
+    """Observations of `<identity>/source_files` for the sources whose content changed since the
+    last one recorded. What was seen last (a cheap fingerprint of names, sizes and times, and the
+    content hash) is read back from the newest observation in the instance, so the sensor, the
+    CLI's status/refresh and the in-process daemon share one memory and never disagree. Only
+    sources whose partition exists are looked at: the sync adds it first."""
+    events = []
     for identity in project.identities:
+        key = dg.AssetKey([identity, "source_files"])
         existing = set(instance.get_dynamic_partitions(sources_partitions(identity).name))
-        for key, source in project.source_keys(identity).items():
-            if key not in existing:
+        for partition, source in project.source_keys(identity).items():
+            if partition not in existing:
                 continue
-            known = tuple(seen[key]) if key in seen else None
+            known = last_seen(instance, key, partition)
             try:
                 fingerprint, version = source_version(source, known)
             except OSError:
                 continue  # gone or unreadable this minute: source_media reports it when it runs
-            cursor[key] = [fingerprint, version]
-            if known is None or known[1] != version:
-                events.append(dg.AssetObservation([identity, "source_files"], partition=key,
-                                                  tags={DATA_VERSION_TAG: version},
-                                                  metadata={"kind": source.kind, "location": source.location}))
-    return events, cursor
+            if known is None or known[1] != version or known[0] != fingerprint:
+                before = {"previous_version": known[1]} if known else {}
+                events.append(dg.AssetObservation(key, partition=partition, tags={DATA_VERSION_TAG: version},
+                                                  metadata={"kind": source.kind, "location": source.location,
+                                                            "fingerprint": fingerprint, **before}))
+    return events
+
+
+def last_seen(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> tuple[str, str] | None:
+    """(fingerprint, data version) of a source's newest observation, None before the first."""
+    records = instance.fetch_observations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
+    if not records:
+        return None
+    observation = records[0].asset_observation
+    fingerprint = observation.metadata.get("fingerprint")
+    return (fingerprint.value if fingerprint else "", observation.tags.get(DATA_VERSION_TAG, ""))
+
+
+def observe_sources(project, instance: dg.DagsterInstance) -> list[dg.AssetObservation]:
+    """Record what changed in the sources' files now (the CLI's look, without a daemon)."""
+    events = source_observations(project, instance)
+    for event in events:
+        instance.report_runless_asset_event(event)
+    return events
 
 
 def source_watch_sensor(project_file: Path) -> dg.SensorDefinition:
@@ -107,11 +127,28 @@ def source_watch_sensor(project_file: Path) -> dg.SensorDefinition:
             project = load_project(project_file)
         except ProjectError as exc:
             return dg.SkipReason(f"project file has problems, sources not looked at:\n{exc}")
-        events, cursor = source_observations(project, context.instance, json.loads(context.cursor or "{}"))
-        skip = None if events else "no source changed"
-        return dg.SensorResult(asset_events=events, cursor=json.dumps(cursor, sort_keys=True), skip_reason=skip)
+        events = source_observations(project, context.instance)
+        return dg.SensorResult(asset_events=events, skip_reason=None if events else "no source changed")
 
     return watch
+
+
+def dead_runs_sensor() -> dg.SensorDefinition:
+    @dg.sensor(name="dead_runs", minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+    def dead_runs(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        """Finds runs whose process died without reporting (killed, crashed, the machine
+        restarted), marks them failed with the reason and frees their pool slots, so a dead
+        training never holds the GPU; the automation then resumes what they were building
+        (swapline/liveness.py)."""
+        from swapline.liveness import reap_dead_runs
+
+        lines: list[str] = []
+        reap_dead_runs(context.instance, echo=lines.append)
+        for line in lines:
+            context.log.warning(line)
+        return dg.SkipReason("\n".join(lines) or "no dead runs")
+
+    return dead_runs
 
 
 def automation_sensor() -> dg.AutomationConditionSensorDefinition:

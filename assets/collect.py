@@ -150,6 +150,7 @@ def sample_target_faces(video: Path, duration: float, analyzer, out: Path) -> di
     """Pose and brightness of the largest face in up to TARGET_MAX_FRAMES frames spread over
     the whole video (not just its first seconds); writes them to `out`, returns counts."""
     import pandas as pd
+
     from swapline.ops.facetable import extract_from_image
 
     rate = min(TARGET_SAMPLE_FPS, TARGET_MAX_FRAMES / max(duration, 1e-3))

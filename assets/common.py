@@ -59,7 +59,35 @@ def on_change(*, start_missing: bool = True) -> dg.AutomationCondition:
     trigger = (AC.newly_missing() | changed_deps | AC.code_version_changed()).since_last_handled()
     if start_missing:
         trigger = trigger | (AC.missing() & AC.initial_evaluation()).with_label("missing_at_start")
+    trigger = trigger | (AC.execution_failed() & ResumeInterrupted()).with_label("interrupted")
     return (trigger & ~AC.any_deps_missing() & ~AC.any_deps_in_progress() & ~AC.in_progress()).with_label("on_change")
+
+
+MAX_RESUMES = 3  # interrupted this many times in a row: left for a person (an out-of-memory loop, say)
+
+
+class ResumeInterrupted(dg.AutomationCondition):
+    """True for the asset partitions whose last run was found dead (killed, crashed, the machine
+    restarted: swapline/liveness.py tags it `swapline/interrupted`), unless that happened
+    MAX_RESUMES times in a row. With `execution_failed()` (the last run failed) it makes the
+    automation resume an interrupted training or conversion by itself; an ordinary failure (a
+    broken file) is not retried over and over."""
+
+    @property
+    def name(self) -> str:
+        return "resume_interrupted"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        from swapline.liveness import interrupted_partitions
+
+        streaks = interrupted_partitions(context.asset_graph_view.instance, context.key)
+        wanted = {partition for partition, streak in streaks.items() if 0 < streak <= MAX_RESUMES}
+        subset = context.get_empty_subset()
+        if None in wanted:
+            subset = context.candidate_subset
+        elif wanted and context.candidate_subset.is_partitioned:
+            subset = context.candidate_subset.compute_intersection_with_partition_keys(wanted)
+        return dg.AutomationResult(context=context, true_subset=subset)
 
 
 class FacesetsNotBlocked(dg.AutomationCondition):

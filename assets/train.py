@@ -41,8 +41,8 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
         (safetensors weights, optimizer state, step). Evidence on the held-out faces: reconstruction
         SSIM/PSNR, identity transfer (share of swaps closer to the other person's embedding
         centroid), pose preservation; the preview shows A, A→A, A→B, B, B→B, B→A."""
-        from swapline.ops.model import ModelConfig
         from swapline.ops.evaluate import evaluate
+        from swapline.ops.model import ModelConfig
         from swapline.ops.train import train
         from swapline.ops.trainset import load_faceset
 
@@ -97,7 +97,7 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
             manifest.update({"swap": name, "model": model_settings, "step": result.step, "start_step": result.start_step,
                              "trained_on": trained_on, "final_loss_a": result.final_loss_a,
                              "final_loss_b": result.final_loss_b, "seconds": round(result.seconds, 1),
-                             "losses": result.losses, "stopped_by": result.stopped_by,
+                             "losses": result.history, "runs": result.runs, "stopped_by": result.stopped_by,
                              "warm_start": {"parent": swap.parent, "what": swap.warm_start} if warm_from else None})
             write_manifest(tmp, manifest)
 
@@ -159,6 +159,10 @@ def _result(key: dg.AssetKey, manifest: dict, path: Path, version: str) -> dg.Ma
         "train_seconds": manifest.get("seconds", 0.0),
         "checkpoint": dg.MetadataValue.path(str(path / "checkpoint")),
     }
+    if runs := manifest.get("runs"):  # every run that trained this checkpoint, crashed ones too
+        metadata["training_runs"] = dg.MetadataValue.md(
+            "| run | steps | stopped by | seconds |\n|---|---|---|---|\n"
+            + "".join(f"| {i} | {r['start_step']}–{r['step']} | {r['stopped_by']} | {r['seconds']} |\n" for i, r in enumerate(runs, 1)))
     if report := manifest.get("evaluation"):
         identity, recon, pose = report["identity"], report["reconstruction"], report["pose"]
         metadata.update({

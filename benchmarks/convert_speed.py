@@ -21,7 +21,6 @@ import os
 import tempfile
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]

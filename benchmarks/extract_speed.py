@@ -81,7 +81,7 @@ def breakdown(frames_dir: Path, manifest: dict, extraction, clip: Path, count: i
     """Milliseconds per frame of each part, measured in this process on `count` sampled frames."""
     import av
 
-    from swapline.ops import faces, facecache, facetable
+    from swapline.ops import facecache, faces, facetable
     from swapline.ops.images import encode_jpeg, load_image
     from swapline.resources.analyzer import FaceAnalyzerResource
 

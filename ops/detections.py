@@ -126,7 +126,7 @@ def faceset_references(analyzer: Any, faceset_path: Path, n: int = 24) -> np.nda
         return None
     rows = table.iloc[np.unique(np.linspace(0, len(table) - 1, min(n, len(table))).astype(int))]
     crops = np.stack([decode_image(b) for b in rows["image"]])
-    points = np.stack([crop_points(np.asarray(l), np.asarray(m)) for l, m in zip(rows["landmarks"], rows["matrix"])])
+    points = np.stack([crop_points(np.asarray(lm), np.asarray(m)) for lm, m in zip(rows["landmarks"], rows["matrix"])])
     return embed_crops(analyzer, crops, points)
 
 

@@ -230,7 +230,7 @@ def _load(path: Path, share: float, seed: int) -> dict[str, np.ndarray]:
     def pick(idx):
         rows = table.iloc[list(idx)]
         faces = np.stack([decode_image(b) for b in rows["image"]])
-        points = np.stack([crop_points(l, m) for l, m in zip(rows["landmarks"], rows["matrix"])])
+        points = np.stack([crop_points(lm, m) for lm, m in zip(rows["landmarks"], rows["matrix"])])
         return faces, points
 
     (val, val_pts), (ref, ref_pts) = pick(val_idx), pick(ref_idx)

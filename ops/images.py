@@ -7,8 +7,8 @@ raise BadMedia with a reason a user can act on.
 
 from __future__ import annotations
 
-import io
 import functools
+import io
 import logging
 import warnings
 from pathlib import Path

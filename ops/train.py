@@ -23,6 +23,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
+from swapline.ops import interrupts
 from swapline.ops.augment import augment_pair
 from swapline.ops.checkpoint import CheckpointError, load_checkpoint, read_state, read_weights, restore_rng, save_checkpoint
 from swapline.ops.inference import device_setup, images_to_device, load_for_inference, preview_grid, swap_batch  # noqa: F401 (re-exported)
@@ -33,7 +34,7 @@ from swapline.ops.workdir import latest_checkpoint, save_work_checkpoint
 logger = logging.getLogger(__name__)
 
 GENERATOR = "train"  # the name of the run's generator in the checkpoint
-StoppedBy = Literal["iterations", "time", "target_loss"]
+StoppedBy = Literal["iterations", "time", "target_loss", "interrupted"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ class TrainResult:
     preview: np.ndarray | None = field(default=None, repr=False)  # the last preview grid, if any
     stopped_by: StoppedBy = "iterations"
     resumed_from: Path | None = None
+    history: list[tuple[int, float, float]] = field(default_factory=list)  # losses of every run that led here
+    runs: list[dict[str, Any]] = field(default_factory=list)  # each run: start_step, step, stopped_by, seconds
 
 
 # ---------------------------------------------------------------- data and one step
@@ -196,10 +199,10 @@ def train(
     data = {"a": _side_data(faces_a, masks_a, model_config.resolution, dev),
             "b": _side_data(faces_b, masks_b, model_config.resolution, dev)}
     model, optimizer, generator = _build(model_config, cfg, dev, fmt)
-    step, history = 0, []
+    step, history, runs = 0, [], []
     if (source := _resume_point(resume_from, work_dir, model_config)) is not None:
         state = _resume(source, model, optimizer, generator, model_config, dev)
-        step, history = state["step"], [tuple(x) for x in state["extra"].get("losses", [])]
+        step, history, runs = state["step"], [tuple(x) for x in state["extra"].get("losses", [])], _earlier_runs(state)
     elif warm_from is not None:
         warm_start(model, warm_from, warm_what)
     if cfg.compile and dev.type == "cuda":
@@ -207,44 +210,65 @@ def train(
         for decoder in model.decoders.values():
             decoder.compile()
     start_step, losses, preview = step, [], None
+    stopped_by: StoppedBy | str = "running"  # as recorded in a checkpoint taken mid-run
 
     def save(folder: Path) -> Path:
         config = {"model": model_config.to_dict(), "train": asdict(cfg)}
-        return save_checkpoint(folder, model, optimizer, step, config, {**(extra or {}), "losses": history + losses},
+        this_run = {"start_step": start_step, "step": step, "stopped_by": stopped_by,
+                    "seconds": round(time.monotonic() - started, 1), "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        return save_checkpoint(folder, model, optimizer, step, config,
+                               {**(extra or {}), "losses": history + losses, "runs": runs + [this_run]},
                                generators={GENERATOR: generator})
 
     logger.info("training %s from step %d to %d on %s", model_config, step, cfg.iterations, dev)
     acc, last = torch.zeros(2, device=dev), {"t": time.monotonic(), "step": step, "save": time.monotonic(), "preview": step}
-    stopped_by: StoppedBy = "iterations"
-    while step < cfg.iterations:
-        acc += _train_step(model, optimizer, data, cfg, generator, fmt, autocast)
-        step += 1
-        out_of_time = cfg.max_seconds is not None and time.monotonic() - started >= cfg.max_seconds
-        if step % cfg.log_every == 0 or step == cfg.iterations or out_of_time:
-            mean = (acc / (step - last["step"])).tolist()  # the one host sync per log interval
-            acc.zero_()
-            losses.append((step, mean[0], mean[1]))
-            grid = _report(progress, model, faces_a, faces_b, cfg, step, mean, last, dev, started)
-            preview = grid if grid is not None else preview
-            if cfg.target_loss is not None and max(mean) <= cfg.target_loss:
-                stopped_by = "target_loss"
+    with interrupts.deferred() as interrupted:  # a signal waits for the step boundary
+        while step < cfg.iterations:
+            acc += _train_step(model, optimizer, data, cfg, generator, fmt, autocast)
+            step += 1
+            out_of_time = cfg.max_seconds is not None and time.monotonic() - started >= cfg.max_seconds
+            if step % cfg.log_every == 0 or step == cfg.iterations or out_of_time or interrupted():
+                mean = (acc / (step - last["step"])).tolist()  # the one host sync per log interval
+                acc.zero_()
+                losses.append((step, mean[0], mean[1]))
+                grid = _report(progress, model, faces_a, faces_b, cfg, step, mean, last, dev, started)
+                preview = grid if grid is not None else preview
+                if cfg.target_loss is not None and max(mean) <= cfg.target_loss:
+                    stopped_by = "target_loss"
+                    break
+            if out_of_time or interrupted():
+                stopped_by = "time" if out_of_time else "interrupted"
                 break
-        if out_of_time:
-            stopped_by = "time"
-            break
-        if work_dir is not None and _checkpoint_due(cfg, step, last):
+            if _checkpoint_due(cfg, step, last):
+                if work_dir is not None:
+                    save_work_checkpoint(Path(work_dir), step, save)
+                else:
+                    save(Path(checkpoint_dir))
+                last["save"] = time.monotonic()
+        stopped_by = "iterations" if stopped_by == "running" else stopped_by
+        if work_dir is not None:
             save_work_checkpoint(Path(work_dir), step, save)
-            last["save"] = time.monotonic()
-        elif work_dir is None and _checkpoint_due(cfg, step, last):
+    if stopped_by == "interrupted":
+        if work_dir is None:
             save(Path(checkpoint_dir))
-            last["save"] = time.monotonic()
-    if work_dir is not None:
-        save_work_checkpoint(Path(work_dir), step, save)
+        raise interrupts.Interrupted(f"training interrupted at step {step}; its work checkpoint is saved and the next run resumes from it")
     save(Path(checkpoint_dir))
     logger.info("stopped at step %d by %s", step, stopped_by)
     final = (losses or history or [(step, math.nan, math.nan)])[-1]
     return TrainResult(step, start_step, losses, final[1], final[2], time.monotonic() - started, Path(checkpoint_dir),
-                       preview, stopped_by, source)
+                       preview, stopped_by, source, history=history + losses,
+                       runs=runs + [{"start_step": start_step, "step": step, "stopped_by": stopped_by,
+                                     "seconds": round(time.monotonic() - started, 1)}])
+
+
+def _earlier_runs(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs that trained a checkpoint before this one. A run recorded as still "running"
+    never finished: it was killed or crashed after that checkpoint."""
+    runs = [dict(run) for run in state["extra"].get("runs", [])]
+    for run in runs:
+        if run["stopped_by"] == "running":
+            run["stopped_by"] = "killed or crashed"
+    return runs
 
 
 def _checkpoint_due(cfg: TrainConfig, step: int, last: dict) -> bool:

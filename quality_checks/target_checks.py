@@ -31,7 +31,6 @@ from swapline.project import Checks, Project
 from swapline.quality_checks.pose import axis_counts, describe_bin
 from swapline.resources.storage import StorageResource
 
-
 # head_pose is good to ~10 degrees: a faceset face this close outside a bin still counts for it,
 # so a target at pitch 14 is not reported against a faceset at pitch 16.
 TOLERANCE_DEG = 5.0
@@ -147,6 +146,7 @@ def target_coverage_checks(project: Project, name: str) -> dg.AssetChecksDefinit
     @dg.multi_asset_check(specs=specs, name=f"{name}_target_coverage")
     def target_coverage(storage: StorageResource) -> Iterator[dg.AssetCheckResult]:
         import pandas as pd
+
         from swapline.ops.facetable import read_faces
 
         store = storage.store()

@@ -15,7 +15,6 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-
 SPECS = {
     "same_length": (
         "Fails when the converted video's frame count differs from the source's, or its duration by more "

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from swapline.ops.download import AlreadyDownloaded, DownloadSettings, Downloaded, download_url
+from swapline.ops.download import AlreadyDownloaded, Downloaded, DownloadSettings, download_url
 
 
 class Downloader(dg.ConfigurableResource):

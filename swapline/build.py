@@ -6,7 +6,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from swapline.assets.automation import automation_sensor, collection_schedule, project_sync_sensor, source_watch_sensor
+from swapline.assets.automation import (
+    automation_sensor,
+    collection_schedule,
+    dead_runs_sensor,
+    project_sync_sensor,
+    source_watch_sensor,
+)
 from swapline.assets.collect import source_files_asset, source_media_asset, target_video_asset
 from swapline.assets.convert import converted_video_asset
 from swapline.assets.curate import faceset_asset
@@ -52,7 +58,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
 def build_definitions(project: Project, project_file: Path, resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=build_assets(project),
-        sensors=[project_sync_sensor(project_file), source_watch_sensor(project_file), automation_sensor()],
+        sensors=[project_sync_sensor(project_file), source_watch_sensor(project_file), dead_runs_sensor(), automation_sensor()],
         schedules=[collection_schedule(project, identity) for identity in project.identities],
         resources=resources or default_resources(),
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -38,21 +39,43 @@ def cmd_init_home(args) -> int:
     return 0
 
 
+def _supervised(command: str, path: Path, *extra: str) -> int | None:
+    """In the terminal's process: run this command in a supervised child (swapline/supervise.py)
+    and return its status. In that child: None, and the command goes on here."""
+    from swapline import supervise
+    from swapline.runner import write_instance_yaml
+
+    write_instance_yaml(Path(os.environ["DAGSTER_HOME"]).resolve())
+    logging.getLogger("dagster").setLevel(logging.WARNING)
+    if not supervise.is_child():
+        return supervise.supervise([command, "--project", str(path), *extra])
+    supervise.watch_parent()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
+    return None
+
+
+def _closing_lines(summary) -> None:
+    if summary.failed and summary.log_file is not None:
+        print(f"== what went wrong, in full: {summary.log_file}")
+
+
 def cmd_run(args) -> int:
     path = project_path(args.project)
     project = load_project(path)  # user mistakes surface here, before anything runs
     _env_defaults(path)
+    if (status := _supervised("run", path)) is not None:
+        return status
     import dagster as dg
 
-    from swapline.runner import materialize_project, write_instance_yaml
+    from swapline.runner import materialize_project, new_log_file
 
     home = Path(os.environ["DAGSTER_HOME"]).resolve()
-    write_instance_yaml(home)
-    logging.getLogger("dagster").setLevel(logging.WARNING)
     print(f"== materializing {path.name}: artifacts in {os.environ['SWAPLINE_HOME']}, Dagster home {home}", flush=True)
     with dg.DagsterInstance.get() as instance:
-        summary = materialize_project(project, instance, echo=lambda line: print(line, flush=True))
+        summary = materialize_project(project, instance, echo=lambda line: print(line, flush=True),
+                                      log_level="CRITICAL", log_file=new_log_file(home, "run"))
     print(f"== done in {summary.seconds:.0f}s: {len(summary.succeeded)} steps ok, {len(summary.failed)} failed")
+    _closing_lines(summary)
     from swapline.ops.storage import ArtifactStore
 
     store = ArtifactStore(os.environ["SWAPLINE_HOME"])
@@ -137,45 +160,53 @@ def cmd_report(args) -> int:
 
 
 def cmd_status(args) -> int:
-    """What is stale or missing, per asset and partition, as Dagster judges it (swapline/status.py)."""
+    """What is stale, missing or failed, per asset and partition, as Dagster judges it, after a
+    look at the sources' files and at runs that died (swapline/status.py)."""
     path = project_path(args.project)
     project = load_project(path)
     _env_defaults(path)
     import dagster as dg
 
     from swapline.runner import write_instance_yaml
-    from swapline.status import project_status, status_lines
+    from swapline.status import look_around, project_status, status_lines
 
     write_instance_yaml(Path(os.environ["DAGSTER_HOME"]).resolve())
     with dg.DagsterInstance.get() as instance:
-        for line in status_lines(project_status(project, instance), show_all=args.all):
+        for line in look_around(project, instance) + status_lines(project_status(project, instance), show_all=args.all):
             print(line)
     return 0
 
 
 def cmd_refresh(args) -> int:
-    """Materialize exactly what is stale or missing, stage by stage (Dagster's CLI has no
+    """Materialize exactly what is stale, missing or failed, stage by stage (Dagster's CLI has no
     "stale only" selection); --dry-run prints what would run."""
     path = project_path(args.project)
     project = load_project(path)
     _env_defaults(path)
     import dagster as dg
 
-    from swapline.runner import write_instance_yaml
-    from swapline.status import dry_run_lines, refresh
+    from swapline.runner import new_log_file, write_instance_yaml
+    from swapline.status import dry_run_lines, look_around, refresh
 
-    write_instance_yaml(Path(os.environ["DAGSTER_HOME"]).resolve())
-    logging.getLogger("dagster").setLevel(logging.WARNING)
-    with dg.DagsterInstance.get() as instance:
-        if args.dry_run:
-            for line in dry_run_lines(project, instance):
+    if args.dry_run:
+        write_instance_yaml(Path(os.environ["DAGSTER_HOME"]).resolve())
+        with dg.DagsterInstance.get() as instance:
+            for line in look_around(project, instance) + dry_run_lines(project, instance):
                 print(line)
-            return 0
-        summary = refresh(project, instance, echo=lambda line: print(line, flush=True), log_level="WARNING")
+        return 0
+    if (status := _supervised("refresh", path)) is not None:
+        return status
+    home = Path(os.environ["DAGSTER_HOME"]).resolve()
+    with dg.DagsterInstance.get() as instance:
+        for line in look_around(project, instance):
+            print(line, flush=True)
+        summary = refresh(project, instance, echo=lambda line: print(line, flush=True), log_level="CRITICAL",
+                          log_file=new_log_file(home, "refresh"))
     if not summary.succeeded and not summary.failed:
-        print("== nothing was stale or missing")
+        print("== nothing was stale, missing or failed")
     else:
         print(f"== refreshed in {summary.seconds:.0f}s: {len(summary.succeeded)} ok, {len(summary.failed)} failed")
+    _closing_lines(summary)
     return 0 if summary.ok else 1
 
 
@@ -253,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     except ProjectError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the supervisor says what happens next
+        return 130
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from swapline.assets.automation import source_observations
+from swapline.assets.automation import observe_sources
 from swapline.build import build_assets, build_definitions, default_resources
+from swapline.liveness import run_tags_here
 from swapline.project import load_project
 
 Request = tuple[str, str | None]  # (asset key as "anna/frames", partition or None)
@@ -35,7 +36,6 @@ class InProcessDaemon:
     def __init__(self, project_file: Path, instance: dg.DagsterInstance, resources: dict | None = None):
         self.project_file, self.instance = project_file, instance
         self.resources = resources or default_resources()
-        self.watch_cursor: dict = {}
         self.cursor = None  # the automation's AssetDaemonCursor
         self.reload()
 
@@ -46,10 +46,7 @@ class InProcessDaemon:
     def watch(self) -> list[dg.AssetObservation]:
         """One source_watch tick on the project file as it is now; its observations are recorded
         (the daemon does that with a sensor's asset events)."""
-        events, self.watch_cursor = source_observations(load_project(self.project_file), self.instance, self.watch_cursor)
-        for event in events:
-            self.instance.report_runless_asset_event(event)
-        return events
+        return observe_sources(load_project(self.project_file), self.instance)
 
     def evaluate(self) -> list[Request]:
         """One automation tick: the asset partitions requested, in a stable order."""
@@ -71,7 +68,7 @@ class InProcessDaemon:
             start = time.perf_counter()
             result = dg.materialize(assets, selection=groups[partition], partition_key=partition,
                                     instance=self.instance, resources=self.resources, raise_on_error=False,
-                                    tags={"swapline/automation": "in-process"},
+                                    tags={"swapline/automation": "in-process", **run_tags_here(groups[partition])},
                                     run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
             runs.append({"assets": [k.to_user_string() for k in groups[partition]], "partition": partition,
                          "run_id": result.run_id, "success": result.success,

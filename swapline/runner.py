@@ -6,6 +6,7 @@ A failing source fails its own run and is reported; the other sources and stages
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,8 +14,10 @@ from typing import Callable
 
 import dagster as dg
 
-from swapline.assets.automation import sync_partitions
+from swapline.assets.automation import observe_sources, sync_partitions
 from swapline.build import build_assets, default_resources
+from swapline.liveness import run_tags_here
+from swapline.ops import interrupts
 from swapline.project import Project
 
 
@@ -31,6 +34,7 @@ class RunSummary:
     succeeded: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    log_file: Path | None = None  # failures' tracebacks go here; the terminal gets one line each
 
     @property
     def ok(self) -> bool:
@@ -55,11 +59,12 @@ def plan(project: Project) -> list[Step]:
 
 
 def materialize_project(project: Project, instance: dg.DagsterInstance, *, resources: dict | None = None,
-                        echo: Callable[[str], None] = print, log_level: str = "INFO") -> RunSummary:
+                        echo: Callable[[str], None] = print, log_level: str = "INFO", log_file: Path | None = None) -> RunSummary:
     sync_partitions(project, instance)
+    observe_sources(project, instance)  # what the runs build from, as the source watch would record it
     assets = build_assets(project)
     resources = resources or default_resources()
-    summary, start = RunSummary(), time.monotonic()
+    summary, start = RunSummary(log_file=log_file), time.monotonic()
     steps = plan(project)
     for i, step in enumerate(steps, 1):
         echo(f"[{i}/{len(steps)}] {step.label}: {run_step(step, assets, instance, resources, summary, log_level)}")
@@ -70,19 +75,27 @@ def materialize_project(project: Project, instance: dg.DagsterInstance, *, resou
 def run_step(step: Step, assets: list[dg.AssetsDefinition], instance: dg.DagsterInstance, resources: dict,
              summary: RunSummary, log_level: str = "INFO") -> str:
     """Materialize one step (or skip it after a failed `after` step), record the outcome in
-    `summary` and return it in words (`swapline refresh` runs its steps through here too)."""
+    `summary` and return it in words (`swapline refresh` runs its steps through here too).
+    The run is tagged with where it runs (swapline/liveness.py). After an interrupt (Ctrl-C,
+    SIGTERM) no further step starts: KeyboardInterrupt is raised once this one has ended."""
     if upstream := [label for label in step.after if label in summary.failed]:
         summary.failed[step.label] = _skip_reason(summary.failed[upstream[0]])
         return summary.failed[step.label]
     t0 = time.monotonic()
     result = dg.materialize(assets, selection=step.keys, partition_key=step.partition, instance=instance,
-                            resources=resources, raise_on_error=False, tags={"swapline/step": step.label},
+                            resources=resources, raise_on_error=False, tags={"swapline/step": step.label, **run_tags_here(step.keys)},
                             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
     took = time.monotonic() - t0
     if result.success:
         summary.succeeded.append(step.label)
         return f"ok ({took:.1f}s)"
-    summary.failed[step.label] = _blocked_faceset(step, instance) or _failure_message(result)
+    error = _step_error(result)
+    summary.failed[step.label] = _blocked_faceset(step, instance) or _first_line(error)
+    if summary.log_file is not None and error is not None:
+        _append_log(summary.log_file, step.label, result.run_id, error)
+    if interrupts.requested() or (error is not None and _is_interrupt(error)):
+        interrupts.request()
+        raise KeyboardInterrupt(f"interrupted during {step.label}")
     return f"FAILED ({took:.1f}s): {summary.failed[step.label]}"
 
 
@@ -107,14 +120,41 @@ def _skip_reason(upstream_reason: str) -> str:
     return "skipped: an upstream step failed"
 
 
-def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+def _step_error(result: dg.ExecuteInProcessResult):
+    """The first failed step's error (Dagster's serializable error info), or None."""
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            error = event.step_failure_data.error
-            while error.cause and "dagster" in error.cls_name.lower():
-                error = error.cause
-            return error.message.strip().splitlines()[0] if error.message else error.cls_name
-    return "run failed"
+            return event.step_failure_data.error
+    return None
+
+
+def _first_line(error) -> str:
+    """One line for the terminal: the user's error, not Dagster's wrappers around it."""
+    if error is None:
+        return "run failed"
+    while error.cause and "dagster" in error.cls_name.lower():
+        error = error.cause
+    return error.message.strip().splitlines()[0] if error.message.strip() else error.cls_name
+
+
+def _is_interrupt(error) -> bool:
+    names = []
+    while error is not None:
+        names.append(error.cls_name)
+        error = error.cause
+    return any(name in ("DagsterExecutionInterruptedError", "KeyboardInterrupt", "Interrupted") for name in names)
+
+
+def _append_log(log_file: Path, label: str, run_id: str, error) -> None:
+    """The whole error, traceback and causes, for the one line the terminal shows."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("a") as out:
+        out.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {label} (run {run_id})\n{error.to_string()}\n")
+
+
+def new_log_file(home: Path, command: str) -> Path:
+    """Where a CLI command's failure details go: $DAGSTER_HOME/logs/<time>-<command>.log."""
+    return home / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{command}-{os.getpid()}.log"
 
 
 def write_instance_yaml(home: Path) -> None:

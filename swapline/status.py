@@ -25,19 +25,20 @@ from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, Temp
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleCause, StaleCauseCategory
 from dagster._time import get_current_datetime
 
-from swapline.assets.automation import sync_partitions
+from swapline.assets.automation import DATA_VERSION_TAG, observe_sources, sync_partitions
 from swapline.build import build_assets, default_resources
+from swapline.liveness import INTERRUPTED_TAG, PARTITION_TAG, reap_dead_runs, run_assets
 from swapline.project import Project
 from swapline.runner import RunSummary, Step, run_step
 
-FRESH, STALE, MISSING = "FRESH", "STALE", "MISSING"
+FRESH, STALE, MISSING, FAILED = "FRESH", "STALE", "MISSING", "FAILED"
 
 
 @dataclass(frozen=True)
 class Row:
     key: dg.AssetKey
     partition: str | None
-    status: str  # FRESH | STALE | MISSING
+    status: str  # FRESH | STALE | MISSING | FAILED (the last attempt failed: causes say why and when)
     causes: tuple[str, ...] = ()
     waits_on: tuple[str, ...] = ()  # FRESH now, but these inputs are stale or missing
 
@@ -61,15 +62,78 @@ def project_status(project: Project, instance: dg.DagsterInstance, keys: list[dg
     file shows as MISSING before the sync sensor (or `refresh`) has registered it."""
     graph = graph or asset_graph(project)
     resolver = _resolver(instance, graph)
+    failures = failed_attempts(instance)
     rows: list[Row] = []
     for key in (key for stage in stages(graph) for key in stage):
         if keys is not None and key not in keys:
             continue
         for partition in _partitions(project, graph, key):
+            if failed := _still_failed(instance, failures.get((key, partition)), key, partition):
+                rows.append(Row(key, partition, FAILED, failed))
+                continue
             status = resolver.get_status(key, partition).value
             causes = tuple(_cause_text(c) for c in resolver.get_stale_causes(key, partition)) if status == STALE else ()
             rows.append(Row(key, partition, status, causes or (("not materialized yet",) if status == MISSING else ())))
     return _mark_waiting(rows, graph)
+
+
+def look_around(project: Project, instance: dg.DagsterInstance) -> list[str]:
+    """What the CLI does before judging, with no daemon needed: partitions synced with the project
+    file, dead runs cleaned up (their slots freed), and the sources' files looked at (the source
+    watch's cheap fingerprint; content hashed only where it moved). Lines to show for each."""
+    lines: list[str] = []
+    sync_partitions(project, instance)
+    reap_dead_runs(instance, echo=lambda line: lines.append(f"== {line}"))
+    changed = [f"{e.asset_key.path[0]}[{e.partition}]" for e in observe_sources(project, instance)
+               if "previous_version" in e.metadata and e.metadata["previous_version"].value != e.tags[DATA_VERSION_TAG]]
+    if changed:
+        lines.append(f"== files changed in {_few(tuple(changed))}")
+    return lines
+
+
+FAILED_LOOKBACK = 500  # recent failed runs searched for each asset partition's last attempt
+
+
+def failed_attempts(instance: dg.DagsterInstance) -> dict[tuple[dg.AssetKey, str | None], dg.RunRecord]:
+    """The newest failed run of each asset partition, among the recent failed runs."""
+    out: dict[tuple[dg.AssetKey, str | None], dg.RunRecord] = {}
+    records = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]), limit=FAILED_LOOKBACK)
+    for record in records:  # newest first
+        run = record.dagster_run
+        for key in run_assets(run):
+            out.setdefault((key, run.tags.get(PARTITION_TAG)), record)
+    return out
+
+
+def _still_failed(instance: dg.DagsterInstance, record: dg.RunRecord | None, key: dg.AssetKey,
+                  partition: str | None) -> tuple[str, ...]:
+    """(reason, when) if the failed run is this asset partition's last attempt: nothing was
+    materialized and no run started after it."""
+    if record is None:
+        return ()
+    latest = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1).records
+    failed_at = record.create_timestamp.timestamp()
+    if latest and latest[0].timestamp >= failed_at:
+        return ()
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.end_time or failed_at))
+    return (failure_reason(instance, record.dagster_run), f"at {when}, run {record.dagster_run.run_id[:8]}")
+
+
+def failure_reason(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
+    """Why a run failed, in one line: found dead, a step's own error, or the run's message."""
+    if INTERRUPTED_TAG in run.tags:
+        return f"interrupted: {run.tags[INTERRUPTED_TAG]}"
+    for entry in instance.all_logs(run.run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE}):
+        event = entry.dagster_event
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            while error.cause and "dagster" in error.cls_name.lower():
+                error = error.cause
+            return (error.message.strip().splitlines() or [error.cls_name])[0]
+        if event.message:
+            return event.message.strip().splitlines()[0]
+    return "the run failed"
 
 
 def stages(graph) -> list[list[dg.AssetKey]]:
@@ -145,7 +209,7 @@ def _label(key: dg.AssetKey, partition: str | None) -> str:
 # --- refresh ------------------------------------------------------------------------------
 
 def refresh(project: Project, instance: dg.DagsterInstance, *, resources: dict | None = None,
-            echo: Callable[[str], None] = print, log_level: str = "INFO") -> RunSummary:
+            echo: Callable[[str], None] = print, log_level: str = "INFO", log_file=None) -> RunSummary:
     """Materialize exactly the stale and missing asset partitions, one run each, stage by
     stage in topological order, asking Dagster again before each stage: a rebuilt input with
     a new data version is what makes the next stage stale. Failures are handled as in
@@ -154,7 +218,7 @@ def refresh(project: Project, instance: dg.DagsterInstance, *, resources: dict |
     sync_partitions(project, instance)
     assets, graph = build_assets(project), asset_graph(project)
     resources = resources or default_resources()
-    summary, start, ran = RunSummary(), time.monotonic(), {}
+    summary, start, ran = RunSummary(log_file=log_file), time.monotonic(), {}
     for level in stages(graph):
         for row in project_status(project, instance, keys=level, graph=graph):
             if not row.needs_run:
@@ -218,10 +282,11 @@ def _more(reasons: tuple[str, ...]) -> list[str]:
 
 
 def _summary(rows: list[Row]) -> str:
-    count = {status: sum(row.status == status for row in rows) for status in (STALE, MISSING, FRESH)}
+    count = {status: sum(row.status == status for row in rows) for status in (STALE, MISSING, FRESH, FAILED)}
     waiting = sum(bool(row.waits_on) for row in rows)
-    if not count[STALE] and not count[MISSING]:
+    if not count[STALE] and not count[MISSING] and not count[FAILED]:
         return f"== all {len(rows)} asset partitions are fresh"
     waits = f", {waiting} of them waiting on those" if waiting else ""
-    return (f"== {count[STALE]} stale, {count[MISSING]} missing, {count[FRESH]} fresh{waits} "
-            f"({len(rows)} asset partitions); `swapline refresh` materializes what is stale or missing")
+    failed = f"{count[FAILED]} failed, " if count[FAILED] else ""
+    return (f"== {failed}{count[STALE]} stale, {count[MISSING]} missing, {count[FRESH]} fresh{waits} "
+            f"({len(rows)} asset partitions); `swapline refresh` materializes what is stale, missing or failed")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import dagster as dg
 import numpy as np
 from PIL import Image
-from swapline.ops.facetable import read_faces
-from swapline.ops.storage import ArtifactStore
 
 from swapline.build import build_assets, default_resources
+from swapline.ops.facetable import read_faces
+from swapline.ops.storage import ArtifactStore
 from tests.conftest import CONSENT
 
 STAGES = ("source_media", "frames", "aligned_faces")

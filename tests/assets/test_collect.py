@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 
 import dagster as dg
-from swapline.ops.storage import ArtifactStore, sha256_file
 
 from swapline.build import build_assets, default_resources
+from swapline.ops.storage import ArtifactStore, sha256_file
 from swapline.runner import materialize_project
 from tests.conftest import CONSENT
 

@@ -14,10 +14,8 @@ from swapline.ops.facetable import extract_from_image, write_faces
 from swapline.ops.media import write_video
 from swapline.ops.storage import ArtifactStore
 from swapline.quality_checks.target_checks import TARGET_FACES_FILE
-
 from tests.conftest import CONSENT
 from tests.quality_checks.test_target_checks import DARK, segment_frames
-
 
 TARGET_FPS = 8  # the segments' frames played slower: ~4 s clips, ~18 faces sampled at 4 fps
 

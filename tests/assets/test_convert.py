@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
-from swapline.assets.convert import converted_video_asset
-from swapline.ops.convert import ConsentError, require_consent
 
+from swapline.assets.convert import converted_video_asset
 from swapline.build import default_resources
+from swapline.ops.convert import ConsentError, require_consent
 from tests.conftest import CONSENT
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import av
 import dagster as dg
 from PIL import Image
+
 from swapline.ops.facetable import read_faces
 from swapline.ops.storage import ArtifactStore
-
 from swapline.runner import materialize_project
 from tests.conftest import CONSENT
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import av
 import dagster as dg
 import pytest
-from swapline.ops.images import encode_jpeg
 
 from swapline.build import build_assets, default_resources
+from swapline.ops.images import encode_jpeg
 from tests.conftest import CONSENT
 
 STAGES = ("source_media", "frames", "aligned_faces")

@@ -8,9 +8,9 @@ import av
 import dagster as dg
 import numpy as np
 import pytest
-from swapline.ops.storage import ArtifactStore
 
 from swapline.build import build_assets, default_resources
+from swapline.ops.storage import ArtifactStore
 from swapline.runner import materialize_project
 from tests.conftest import CONSENT
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
-from swapline.ops.storage import ArtifactStore
 
 from swapline.build import build_assets, default_resources
+from swapline.ops.storage import ArtifactStore
 from swapline.runner import materialize_project
 from tests.assets.test_pipeline import tiny_project
 
@@ -29,6 +29,10 @@ def test_time_budget_stops_and_the_next_run_resumes(media_dir, swapline_home, in
     second = store.current(store.location("ab", "face_model")).manifest()
     # Continued from the first run's checkpoint: its steps are not done again.
     assert second["start_step"] == first["step"] and second["step"] > first["step"]
-    assert second["losses"][0][0] > first["step"]
+    # The history covers both runs: the loss curve from the first step, each run with its stop reason.
+    assert second["losses"][0][0] <= first["step"] < second["losses"][-1][0]
+    assert [(r["start_step"], r["step"], r["stopped_by"]) for r in second["runs"]][:1] == [(0, first["step"], "time")]
+    assert len(second["runs"]) == 2 and second["runs"][1]["start_step"] == first["step"]
     (materialization,) = [e.materialization for e in result.get_asset_materialization_events()]
     assert materialization.metadata["steps_this_run"].value == second["step"] - first["step"]
+    assert materialization.metadata["training_runs"].value.count("| time |") >= 1

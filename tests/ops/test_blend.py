@@ -8,6 +8,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+
 from swapline.ops.alignment import align_face, alignment_matrix, hull_mask, invert_matrix, transform_points
 from swapline.ops.blend import (
     BlendOptions,
@@ -18,7 +19,6 @@ from swapline.ops.blend import (
     match_color,
     paste_face,
 )
-
 from tests.conftest import MEDIA, video_frame
 
 SIZE = 256

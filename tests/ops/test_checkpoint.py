@@ -4,6 +4,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+
 from swapline.ops import checkpoint as ckpt
 from swapline.ops.checkpoint import (
     CheckpointError,

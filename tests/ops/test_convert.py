@@ -13,12 +13,12 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
+
 from swapline.ops.convert import Converter, ConvertOptions, convert_video
 from swapline.ops.detections import DetectionCache
 from swapline.ops.faces import AnalyzerSettings, FaceAnalyzer, align_face, alignment_matrix
 from swapline.ops.media import iter_timed, write_video
 from swapline.ops.provenance import container_tags
-
 from tests.conftest import video_frames
 
 TAGS = container_tags("c", "s")

@@ -8,6 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
 from swapline.ops import storage
 from swapline.ops.download import (
     AlreadyDownloaded,

@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+
 from swapline.ops import evaluate as ev
 from swapline.ops.faces import AnalyzerSettings, FaceAnalyzer, hull_mask
 from swapline.ops.facetable import extract_from_image
 from swapline.ops.model import FaceSwapAE, ModelConfig
-
 from tests.conftest import video_frames
 
 STEPS = 300  # lite 64 px, batch 8: ~10 s on two free CPU cores

@@ -10,11 +10,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+
+from swapline.demo_media import fetch
 from swapline.ops import extract, facecache
 from swapline.ops.faces import AnalyzerSettings, FaceAnalyzer
 from swapline.ops.images import encode_jpeg
-
-from swapline.demo_media import fetch
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from swapline.ops import faces
 
 from swapline.demo_media import fetch
+from swapline.ops import faces
 from tests.conftest import video_frame
 
 

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+
+from swapline.demo_media import fetch
 from swapline.ops import faces, facetable
 from swapline.ops.faceset import (
     FacesetSettings,
@@ -19,8 +21,6 @@ from swapline.ops.faceset import (
     hamming,
     phash_ints,
 )
-
-from swapline.demo_media import fetch
 from tests.conftest import video_frames
 
 

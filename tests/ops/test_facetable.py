@@ -9,9 +9,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from swapline.ops import faces, facetable
 
 from swapline.demo_media import fetch
+from swapline.ops import faces, facetable
 from tests.conftest import video_frame
 
 

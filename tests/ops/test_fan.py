@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from swapline.ops import faces, fan
-from swapline.resources.analyzer import FaceAnalyzerResource
 
+from swapline.ops import faces, fan
 from swapline.project import Extraction
+from swapline.resources.analyzer import FaceAnalyzerResource
 
 # face-alignment 1.5.0's FAN(4) state dict, measured by loading its models/fan.py (torch only)
 # and hashing "name:shape" lines sorted by name; with equal weights its output and ours were

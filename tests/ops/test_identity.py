@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from swapline.ops import facetable
 from swapline.ops.faces import AnalyzerSettings, FaceAnalyzer
 from swapline.ops.identity import purity, sample_embeddings
-
 from tests.conftest import video_frames
 
 

@@ -7,6 +7,7 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
+
 from swapline.ops import images, media, storage
 from swapline.ops.media import BadMedia, IsolatedCrash
 

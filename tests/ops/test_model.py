@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from swapline.ops.model import PRESETS, SIDES, FaceSwapAE, ModelConfig
 
 

@@ -4,6 +4,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from swapline.ops.sandbox import IsolatedCrash, IsolatedTimeout, run_isolated
 
 ROOT = Path(__file__).resolve().parents[2]

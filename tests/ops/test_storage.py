@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from swapline.ops.storage import ArtifactStore, MissingArtifact, write_manifest
 
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+
 from swapline.ops.augment import (
     augment_pair,
     color_jitter,
@@ -9,7 +10,6 @@ from swapline.ops.augment import (
 )
 from swapline.ops.checkpoint import CheckpointError, read_state
 from swapline.ops.model import FaceSwapAE, ModelConfig
-from tests.conftest import structured_faces
 from swapline.ops.train import (
     TrainConfig,
     load_for_inference,
@@ -17,6 +17,7 @@ from swapline.ops.train import (
     swap_batch,
     train,
 )
+from tests.conftest import structured_faces
 
 
 def _faces(n: int, size: int, seed: int) -> np.ndarray:

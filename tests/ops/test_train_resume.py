@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
+
 from swapline.ops.checkpoint import CheckpointError, load_checkpoint, read_state
 from swapline.ops.model import FaceSwapAE, ModelConfig
 from swapline.ops.train import TrainConfig, train
@@ -73,6 +74,26 @@ def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path)
     np.testing.assert_allclose(np.array(whole), np.array(straight.losses), rtol=1e-4, atol=1e-6)
     curve = np.array(straight.losses)[:, 1:]
     assert (curve[-4:].mean(0) < curve[:4].mean(0)).all()  # and it did learn
+
+
+def test_sigint_saves_at_the_step_boundary_and_the_history_survives_a_crash(tmp_path):
+    """Ctrl-C: the step in progress finishes, the work checkpoint is saved, training stops with
+    Interrupted; the next run resumes and its history names the crashed and interrupted runs."""
+    work = _kill_after_first_checkpoint(tmp_path)  # run 1: killed
+    settings = {**SETTINGS, "iterations": 10_000, "checkpoint_every_steps": 0}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path / "faces.npz"), str(tmp_path / "crash"),
+                              str(torch.get_num_threads()), json.dumps(settings)], stderr=subprocess.PIPE, text=True)
+    killed_at = json.loads((work / POINTER).read_text())["step"]
+    time.sleep(3)  # run 2: training
+    child.send_signal(signal.SIGINT)
+    assert child.wait(timeout=10) != 0
+    assert "Interrupted: training interrupted at step" in child.stderr.read()
+    state = read_state(latest_checkpoint(work))
+    assert state["step"] > killed_at
+    assert [(r["start_step"], r["stopped_by"]) for r in state["extra"]["runs"]] == [(0, "killed or crashed"), (killed_at, "interrupted")]
+    third = _train(tmp_path, "third", work, iterations=state["step"] + 2)  # run 3
+    assert third.start_step == state["step"] and [s for s, _, _ in third.history][:2] == [1, 2]
+    assert [r["stopped_by"] for r in third.runs] == ["killed or crashed", "interrupted", "iterations"]
 
 
 def test_work_dir_keeps_the_newest_and_the_previous(tmp_path):

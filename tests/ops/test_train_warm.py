@@ -3,11 +3,11 @@
 import pytest
 import torch
 from pydantic import ValidationError
+
 from swapline.ops.checkpoint import CheckpointError
 from swapline.ops.model import FaceSwapAE, ModelConfig
 from swapline.ops.train import TrainConfig, load_for_inference, train, warm_start
 from swapline.project import Project
-
 from tests.ops.test_train_resume import FACES_A, FACES_B
 
 

@@ -7,6 +7,7 @@ import math
 import cv2
 import dagster as dg
 import numpy as np
+
 from swapline.quality_checks.model_checks import evaluate_model
 from swapline.quality_checks.pose import describe_bin, histogram_png, missing_bins, pose_histogram
 

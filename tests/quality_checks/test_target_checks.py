@@ -14,9 +14,7 @@ import pytest
 
 from swapline.quality_checks.pose import axis_counts
 from swapline.quality_checks.target_checks import evaluate_coverage
-
 from tests.conftest import video_frames
-
 
 CLIP = "WolfgangLanger_Pexels.mp4"
 FACESET_FRAMES = range(228, 351, 3)  # frontal: the "faceset" of the rendered identity

@@ -12,7 +12,6 @@ from swapline.ops.media import iter_video, verify_video, write_video
 from swapline.ops.provenance import container_tags, draw_mark, sidecar
 from swapline.quality_checks.video_checks import evaluate_converted
 
-
 CLIP = "single_face.mp4"
 KEY = dg.AssetKey(["conv", "converted_video"])
 TAGS = container_tags("conv", "ab")

@@ -28,7 +28,7 @@ def test_demo_definitions_have_groups_and_lineage():
         node = graph.get(key)
         # UI description and real staleness (source_files is observed: its versions are the files')
         assert node.description and (node.code_version or node.is_observable), key
-    assert {s.name for s in defs.sensors} == {"project_partitions_sync", "source_watch", "swapline_automation"}
+    assert {s.name for s in defs.sensors} == {"project_partitions_sync", "source_watch", "dead_runs", "swapline_automation"}
     assert {s.name for s in defs.schedules} == {"collect_anna_schedule", "collect_ben_schedule"}
 
 

@@ -5,13 +5,14 @@ refresh materializes exactly that (counted per partition in the instance)."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from swapline.cli import main
 from swapline.project import PROJECT_ENV
-from swapline.status import FRESH, MISSING, STALE, dry_run_lines, project_status, refresh, status_lines
+from swapline.status import FAILED, FRESH, MISSING, STALE, dry_run_lines, project_status, refresh, status_lines
 from tests.conftest import CONSENT
 
 STAGES = ("source_media", "frames", "aligned_faces")
@@ -175,4 +176,60 @@ def test_a_broken_source_skips_its_later_stages_and_the_faceset_builds_from_the_
     assert summary.failed[f"ben/aligned_faces[{bad}]"] == "skipped: an upstream step failed"
     rows = by_label(project_status(project, instance))
     assert rows["ben/faceset"].status == FRESH and "ben/faceset" in summary.succeeded
-    assert rows[f"ben/aligned_faces[{bad}]"].status == MISSING and rows[f"ben/frames[{bad}]"].status == MISSING
+    # The failed stage says so, with the reason and when; the one skipped after it is missing.
+    failed = rows[f"ben/frames[{bad}]"]
+    assert failed.status == FAILED and "cannot be decoded" in failed.causes[0] and failed.causes[1].startswith("at 20")
+    assert rows[f"ben/aligned_faces[{bad}]"].status == MISSING
+
+
+def _cli_env(tmp_path, monkeypatch, path) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("SWAPLINE_HOME", str(tmp_path / "artifacts"))
+    monkeypatch.setenv(PROJECT_ENV, str(path))
+
+
+def test_new_photos_are_seen_without_a_daemon_and_only_they_are_detected(media_dir, photos, tmp_path, monkeypatch,
+                                                                           capfd, write_project):
+    project, path = write_project(ben(media_dir, photos))
+    _cli_env(tmp_path, monkeypatch, path)
+    assert main(["refresh", "--project", str(path)]) == 0
+    stills = source(project, "photos")
+    shutil.copy(media_dir / "0-f1-su-ph.jpg", photos / "new.jpg")
+    capfd.readouterr()
+
+    assert main(["status", "--project", str(path)]) == 0
+    out = capfd.readouterr().out
+    assert f"== files changed in ben[{stills}]" in out
+    assert f"{stills}  STALE    upstream ben/source_files[{stills}] has a new data version" in out, out
+
+    assert main(["refresh", "--project", str(path)]) == 0
+    out = capfd.readouterr().out
+    assert f"ben/aligned_faces[{stills}] (stale): ok" in out and "ben/faceset (stale): ok" in out, out
+    with dg.DagsterInstance.get() as instance:
+        (record,) = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(["ben", "aligned_faces"]), asset_partitions=[stills]), limit=1).records
+        assert record.asset_materialization.metadata["detections_run"].value == 1  # the new photo alone
+    assert main(["status", "--project", str(path)]) == 0
+    assert capfd.readouterr().out.splitlines()[-1].startswith("== all 7 asset partitions are fresh")
+
+
+def test_a_failure_is_one_line_in_the_terminal_and_in_full_in_a_log(media_dir, tmp_path, monkeypatch, capfd, write_project):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes((media_dir / "single_face.mp4").read_bytes()[:4000])
+    data = ben(media_dir)
+    data["identities"]["ben"]["sources"].append({"video": str(broken)})
+    project, path = write_project(data)
+    _cli_env(tmp_path, monkeypatch, path)
+    bad = next(key for key in project.source_keys("ben") if key.startswith("video_broken"))
+
+    assert main(["run", "--project", str(path)]) == 1
+    out, err = capfd.readouterr()
+    failed = [line for line in out.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and f"ben/{bad}" in failed[0] and "cannot be decoded" in failed[0], out
+    assert "Traceback" not in out + err and len((out + err).splitlines()) < 20, out + err
+    log = Path(out.split("what went wrong, in full: ")[1].split()[0])
+    assert log.parent == tmp_path / "dagster_home" / "logs" and "Traceback" in log.read_text()
+
+    assert main(["status", "--project", str(path)]) == 0
+    out = capfd.readouterr().out
+    assert f"{bad}  FAILED   " in out and "cannot be decoded" in out, out
