@@ -19,6 +19,7 @@ from swapline.build import build_definitions
 from swapline.liveness import LIVE_STATUSES, PID_TAG, run_assets
 from swapline.ops.storage import ArtifactStore
 from swapline.ops.workdir import POINTER
+from swapline.runner import write_instance_yaml
 from tests.assets.test_pipeline import tiny_project
 
 pytestmark = pytest.mark.slow
@@ -114,3 +115,39 @@ def test_killed_training_resumes_by_automation_or_refresh_and_ctrl_c_stops_clean
         assert not instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
         assert training_run(instance) is None
     assert "training interrupted at step" in log.read_text() or "stopping" in log.read_text()
+
+
+def test_conversion_killed_while_encoding_is_rebuilt_whole_by_refresh(media_dir, tmp_path, monkeypatch, write_project):
+    from tests.assets.test_pipeline import decode_all
+
+    data = tiny_project(media_dir)
+    clip = media_dir / "WolfgangLanger_Pexels.mp4"  # 472 frames: long enough to be caught mid-encode
+    data["conversions"] = {"anna_as_ben": {"swap": "ab", "video": str(clip), "direction": "a_to_b"}}
+    project, path = write_project(data)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("SWAPLINE_HOME", str(tmp_path / "artifacts"))
+    store = ArtifactStore(tmp_path / "artifacts")
+    video = dg.AssetKey(["anna_as_ben", "converted_video"])
+    write_instance_yaml(tmp_path / "dagster_home")  # the test watches the instance from the start
+
+    proc = subprocess.Popen(swapline("run", "--project", str(path)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with dg.DagsterInstance.get() as instance:
+        deadline, run = time.monotonic() + 600, None
+        while run is None or not any("frames converted" in e.user_message for e in instance.all_logs(run.run_id)
+                                     if not e.is_dagster_event):
+            assert proc.poll() is None and time.monotonic() < deadline, "the conversion ended before it was caught"
+            run = next((r.dagster_run for r in instance.get_run_records(dg.RunsFilter(statuses=LIVE_STATUSES))
+                        if video in run_assets(r.dagster_run)), None)
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        os.kill(int(run.tags[PID_TAG]), signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert store.current_or_none(store.location("anna_as_ben", "converted_video")) is None  # nothing half-written published
+
+    refresh = subprocess.run(swapline("refresh", "--project", str(path)), capture_output=True, text=True, timeout=600)
+    assert refresh.returncode == 0 and "anna_as_ben/converted_video (failed): ok" in refresh.stdout, refresh.stdout
+    published = store.current(store.location("anna_as_ben", "converted_video"))
+    source, _, _, _ = decode_all(clip)
+    output, has_audio, _, tags = decode_all(published.path / "anna_as_ben.mp4")
+    assert len(output) == len(source) and has_audio and "SYNTHETIC" in tags.get("comment", "")
+    assert json.loads((published.path / "anna_as_ben.provenance.json").read_text())["synthetic"] is True
