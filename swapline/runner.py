@@ -90,7 +90,7 @@ def run_step(step: Step, assets: list[dg.AssetsDefinition], instance: dg.Dagster
         summary.succeeded.append(step.label)
         return f"ok ({took:.1f}s)"
     error = _step_error(result)
-    summary.failed[step.label] = _blocked_faceset(step, instance) or _first_line(error)
+    summary.failed[step.label] = _blocked_faceset(step, instance) or first_line(error)
     if summary.log_file is not None and error is not None:
         _append_log(summary.log_file, step.label, result.run_id, error)
     if interrupts.requested() or (error is not None and _is_interrupt(error)):
@@ -128,7 +128,7 @@ def _step_error(result: dg.ExecuteInProcessResult):
     return None
 
 
-def _first_line(error) -> str:
+def first_line(error) -> str:
     """One line for the terminal: the user's error, not Dagster's wrappers around it."""
     if error is None:
         return "run failed"

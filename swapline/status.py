@@ -29,7 +29,7 @@ from swapline.assets.automation import DATA_VERSION_TAG, observe_sources, sync_p
 from swapline.build import build_assets, default_resources
 from swapline.liveness import INTERRUPTED_TAG, PARTITION_TAG, reap_dead_runs, run_assets
 from swapline.project import Project
-from swapline.runner import RunSummary, Step, run_step
+from swapline.runner import RunSummary, Step, first_line, run_step
 
 FRESH, STALE, MISSING, FAILED = "FRESH", "STALE", "MISSING", "FAILED"
 
@@ -127,10 +127,7 @@ def failure_reason(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
     for entry in instance.all_logs(run.run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE}):
         event = entry.dagster_event
         if event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_failure_data.error:
-            error = event.step_failure_data.error
-            while error.cause and "dagster" in error.cls_name.lower():
-                error = error.cause
-            return (error.message.strip().splitlines() or [error.cls_name])[0]
+            return first_line(event.step_failure_data.error)
         if event.message:
             return event.message.strip().splitlines()[0]
     return "the run failed"
