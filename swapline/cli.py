@@ -198,8 +198,6 @@ def cmd_refresh(args) -> int:
         return status
     home = Path(os.environ["DAGSTER_HOME"]).resolve()
     with dg.DagsterInstance.get() as instance:
-        for line in look_around(project, instance):
-            print(line, flush=True)
         summary = refresh(project, instance, echo=lambda line: print(line, flush=True), log_level="CRITICAL",
                           log_file=new_log_file(home, "refresh"))
     if not summary.succeeded and not summary.failed:

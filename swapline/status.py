@@ -207,12 +207,13 @@ def _label(key: dg.AssetKey, partition: str | None) -> str:
 
 def refresh(project: Project, instance: dg.DagsterInstance, *, resources: dict | None = None,
             echo: Callable[[str], None] = print, log_level: str = "INFO", log_file=None) -> RunSummary:
-    """Materialize exactly the stale and missing asset partitions, one run each, stage by
+    """Materialize exactly the stale, missing and failed asset partitions, one run each, stage by
     stage in topological order, asking Dagster again before each stage: a rebuilt input with
     a new data version is what makes the next stage stale. Failures are handled as in
     `swapline run` (runner.run_step): a step after a failed input is skipped, except a
     faceset, which still builds from the sources that worked."""
-    sync_partitions(project, instance)
+    for line in look_around(project, instance):  # partitions, dead runs, the sources' files
+        echo(line)
     assets, graph = build_assets(project), asset_graph(project)
     resources = resources or default_resources()
     summary, start, ran = RunSummary(log_file=log_file), time.monotonic(), {}
