@@ -77,7 +77,7 @@ class TrainResult:
     stopped_by: StoppedBy = "iterations"
     resumed_from: Path | None = None
     history: list[tuple[int, float, float]] = field(default_factory=list)  # losses of every run that led here
-    runs: list[dict[str, Any]] = field(default_factory=list)  # each run: start_step, step, stopped_by, seconds
+    runs: list[dict[str, Any]] = field(default_factory=list)  # each run: start_step, step, stopped_by, seconds, ended
 
 
 # ---------------------------------------------------------------- data and one step
@@ -212,12 +212,14 @@ def train(
     start_step, losses, preview = step, [], None
     stopped_by: StoppedBy | str = "running"  # as recorded in a checkpoint taken mid-run
 
+    def this_run() -> dict[str, Any]:
+        return {"start_step": start_step, "step": step, "stopped_by": stopped_by,
+                "seconds": round(time.monotonic() - started, 1), "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
     def save(folder: Path) -> Path:
         config = {"model": model_config.to_dict(), "train": asdict(cfg)}
-        this_run = {"start_step": start_step, "step": step, "stopped_by": stopped_by,
-                    "seconds": round(time.monotonic() - started, 1), "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         return save_checkpoint(folder, model, optimizer, step, config,
-                               {**(extra or {}), "losses": history + losses, "runs": runs + [this_run]},
+                               {**(extra or {}), "losses": history + losses, "runs": runs + [this_run()]},
                                generators={GENERATOR: generator})
 
     logger.info("training %s from step %d to %d on %s", model_config, step, cfg.iterations, dev)
@@ -256,9 +258,7 @@ def train(
     logger.info("stopped at step %d by %s", step, stopped_by)
     final = (losses or history or [(step, math.nan, math.nan)])[-1]
     return TrainResult(step, start_step, losses, final[1], final[2], time.monotonic() - started, Path(checkpoint_dir),
-                       preview, stopped_by, source, history=history + losses,
-                       runs=runs + [{"start_step": start_step, "step": step, "stopped_by": stopped_by,
-                                     "seconds": round(time.monotonic() - started, 1)}])
+                       preview, stopped_by, source, history=history + losses, runs=runs + [this_run()])
 
 
 def _earlier_runs(state: dict[str, Any]) -> list[dict[str, Any]]:
