@@ -114,13 +114,10 @@ def _last_event_time(instance: dg.DagsterInstance, run_id: str) -> float | None:
     return records[0].event_log_entry.timestamp if records else None
 
 
-def reap_dead_runs(instance: dg.DagsterInstance, echo: Callable[[str], None] = lambda line: None,
-                   skip: set[str] = frozenset()) -> list[Verdict]:
+def reap_dead_runs(instance: dg.DagsterInstance, echo: Callable[[str], None] = lambda line: None) -> list[Verdict]:
     """Mark every dead in-progress run failed, tag it interrupted and free its slots."""
     dead = []
     for record in instance.get_run_records(dg.RunsFilter(statuses=LIVE_STATUSES)):
-        if record.dagster_run.run_id in skip:
-            continue
         verdict = judge(instance, record)
         if verdict.reason:
             mark_dead(instance, record.dagster_run, verdict.reason)
