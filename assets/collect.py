@@ -2,26 +2,18 @@
 
 
 import inspect
-import tempfile
 import warnings
 from pathlib import Path
 
 import dagster as dg
 
-from swapline.assets.common import code_version, on_change, sources_partitions
+from swapline.assets.common import code_version, on_change, own_location, sources_partitions
 from swapline.ops import collect as ops
-from swapline.ops.media import load_image, sample_video, verify_video
+from swapline.ops.media import BadMedia, probe
 from swapline.ops.storage import hash_json, write_manifest
 from swapline.project import Project, Source
-from swapline.quality_checks.target_checks import TARGET_FACES_FILE
-from swapline.resources.analyzer import FaceAnalyzerResource
 from swapline.resources.downloader import Downloader
-from swapline.resources.storage import StorageResource
-
-# Target faces: enough frames to see which poses and light the video holds, cheap to detect
-# (~20 ms a 640x360 frame with dlib HOG); the rate drops so long videos are covered end to end.
-TARGET_SAMPLE_FPS = 4.0
-TARGET_MAX_FRAMES = 120
+from swapline.resources.storage import StorageResource, recorded
 
 
 def source_version(source: Source, known: tuple[str, str] | None = None) -> tuple[str, str]:
@@ -77,15 +69,15 @@ def source_media_asset(project: Project, identity: str) -> dg.AssetsDefinition:
             raise dg.Failure(f"Source partition {key!r} is no longer in the project file; the sync sensor will remove it.")
         src = sources[key]
         store = storage.store()
-        location = store.location(identity, "source_media", key)
-        previous = store.current_or_none(location)
-        kept = previous.manifest() if previous else {}
+        previous = recorded(context.instance, context.asset_key, key)
+        kept = previous.manifest() if previous and previous.path.is_dir() else {}
         if src.url and kept.get("url") == src.url:
             context.log.info(f"{src.url} already collected; keeping it")
             return _result(kept, previous.path)
 
         manifest: dict = {}
-        archive = store.location(identity, "download-archive.txt")  # yt-dlp's record of what it fetched
+        location = own_location(store, context)
+        archive = location.parent / "download-archive.txt"  # yt-dlp's record of what it fetched
 
         def build(tmp: Path) -> None:
             if src.url:
@@ -104,23 +96,18 @@ def source_media_asset(project: Project, identity: str) -> dg.AssetsDefinition:
 
 def target_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
     conversion = project.conversions[name]
-    face_settings = {"sample_fps": TARGET_SAMPLE_FPS, "max_frames": TARGET_MAX_FRAMES,
-                     "analyzer": FaceAnalyzerResource().settings(project.extraction).as_dict()}
 
     @dg.asset(
         key=[name, "target_video"],
         group_name="collect",
-        code_version=code_version("target_video", face_settings),
+        code_version=code_version("target_video"),
         kinds={"video"},
         automation_condition=on_change(),
     )
-    def target_video(context: dg.AssetExecutionContext, storage: StorageResource, downloader: Downloader,
-                     face_analyzer: FaceAnalyzerResource) -> dg.MaterializeResult:
-        """The video this conversion renders onto, collected like a source and checked to decode
-        completely (in a child process, since damaged media can crash the decoder). Its faces are
-        sampled (at most TARGET_MAX_FRAMES frames spread over the video, the largest face of each,
-        the one conversion swaps) into target_faces.parquet: pose and brightness, no crops, for
-        the coverage checks against the rendered identity's faceset."""
+    def target_video(context: dg.AssetExecutionContext, storage: StorageResource, downloader: Downloader) -> dg.MaterializeResult:
+        """The video this conversion renders onto, collected like a source (a URL downloaded once,
+        a local file hashed, not copied) and its header read. Its frames are decoded and its
+        faces analysed once, by `target_faces`."""
         store = storage.store()
         manifest: dict = {}
 
@@ -131,44 +118,19 @@ def target_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
             else:
                 path = Path(conversion.video)
                 manifest.update(ops.collect_video(path))
-            info = verify_video(path)
+            try:
+                info = probe(path)
+            except BadMedia as exc:
+                raise dg.Failure(f"{name}: the target video cannot be read: {exc}") from exc
             manifest["video"] = {"width": info.width, "height": info.height, "fps": info.fps,
                                  "frames": info.frames, "duration": info.duration, "audio": info.has_audio}
-            analyzer = face_analyzer.analyzer(project.extraction)
-            manifest["faces"] = sample_target_faces(path, info.duration, analyzer, tmp / TARGET_FACES_FILE)
             write_manifest(tmp, manifest)
 
-        published = store.publish(store.location(name, "target_video"), build)
-        context.log.info(f"target video: {manifest['video']}, faces: {manifest['faces']}")
-        # The version is the video's content alone: the sampled faces feed the checks, not the swap.
+        published = store.publish(own_location(store, context), build)
+        context.log.info(f"target video: {manifest['video']}")
         return _result(manifest, published.path)
 
     return target_video
-
-
-def sample_target_faces(video: Path, duration: float, analyzer, out: Path) -> dict:
-    """Pose and brightness of the largest face in up to TARGET_MAX_FRAMES frames spread over
-    the whole video (not just its first seconds); writes them to `out`, returns counts."""
-    import pandas as pd
-
-    from swapline.ops.facetable import extract_from_image
-
-    rate = min(TARGET_SAMPLE_FPS, TARGET_MAX_FRAMES / max(duration, 1e-3))
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="target_frames_") as frames_dir:
-        sampled = sample_video(video, frames_dir, rate, max_frames=TARGET_MAX_FRAMES)
-        for frame in sampled.frames:
-            records, _ = extract_from_image(analyzer, load_image(Path(frames_dir) / frame.file), identity="target",
-                                            source="target", source_sha=frame.sha256, frame_index=frame.index,
-                                            timestamp=frame.timestamp)
-            if records:
-                face = records[0]
-                rows.append({"frame_index": face.frame_index, "timestamp": face.timestamp, "yaw": face.yaw,
-                             "pitch": face.pitch, "roll": face.roll, "brightness": face.brightness,
-                             "contrast": face.contrast, "face_size": face.face_size})
-    columns = ["frame_index", "timestamp", "yaw", "pitch", "roll", "brightness", "contrast", "face_size"]
-    pd.DataFrame(rows, columns=columns).to_parquet(out, index=False)
-    return {"frames_sampled": len(sampled.frames), "faces": len(rows), "sample_fps": round(rate, 3)}
 
 
 def _result(manifest: dict, path: Path) -> dg.MaterializeResult:
@@ -183,6 +145,4 @@ def _result(manifest: dict, path: Path) -> dg.MaterializeResult:
     }
     if "video" in manifest:
         metadata.update({f"video_{k}": v for k, v in manifest["video"].items() if v is not None})
-    if "faces" in manifest:
-        metadata.update({f"target_{k}": v for k, v in manifest["faces"].items()})
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(ops.content_version(manifest)))

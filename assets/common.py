@@ -3,6 +3,7 @@
 
 import base64
 import time
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -12,12 +13,13 @@ from swapline.ops.storage import hash_json
 # Bump a stage's algorithm version when its output would change for the same input.
 ALGORITHM = {
     "source_media": "1",
-    "target_video": "1",
+    "target_video": "2",  # header only: the full decode moved to target_faces
+    "target_faces": "1",
     "frames": "1",
     "aligned_faces": "1",
     "faceset": "1",
     "face_model": "1",
-    "converted_video": "1",
+    "converted_video": "2",  # renders from target_faces' table, detects nothing
 }
 
 
@@ -25,6 +27,12 @@ def code_version(stage: str, settings: Any = None) -> str:
     """Algorithm version plus a hash of the settings that shape the output: a changed setting
     makes exactly the assets that use it stale."""
     return f"{ALGORITHM[stage]}-{hash_json(settings)[:10]}"
+
+
+def own_location(store: Any, context: dg.AssetExecutionContext) -> Path:
+    """Where this asset (and partition) publishes: derived from its key, never spelled by hand.
+    An asset reads other assets only through its declared inputs (resources/storage.py)."""
+    return store.location(*context.asset_key.path, *([context.partition_key] if context.has_partition_key else []))
 
 
 def sources_partitions(identity: str) -> dg.DynamicPartitionsDefinition:

@@ -5,16 +5,16 @@ from pathlib import Path
 
 import dagster as dg
 
-from swapline.assets.common import Eta, code_version, image_md, on_change
+from swapline.assets.common import Eta, code_version, image_md, on_change, own_location
 from swapline.ops import provenance
 from swapline.ops.collect import media_path
-from swapline.ops.convert_options import ConvertOptions, require_consent
-from swapline.ops.storage import atomic_write_json
+from swapline.ops.convert_options import require_consent
+from swapline.ops.storage import Published, atomic_write_json
 from swapline.project import Project
 from swapline.quality_checks.video_checks import evaluate_converted, video_check_specs
 from swapline.resources.analyzer import FaceAnalyzerResource
 from swapline.resources.device import TorchDevice
-from swapline.resources.storage import StorageResource
+from swapline.resources.storage import ARTIFACT, StorageResource, artifact_input
 
 
 def converted_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
@@ -22,24 +22,30 @@ def converted_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
     swap = project.swaps[conversion.swap]
     shown, rendered = conversion.sides(swap)
     to_side = "b" if conversion.direction == "a_to_b" else "a"
-    options = ConvertOptions(**conversion.options.model_dump())
+    options = conversion.options
     consents = {who: project.identities[who].consent for who in (shown, rendered)}
     key = dg.AssetKey([name, "converted_video"])
 
     @dg.asset(
         key=key,
-        deps=[dg.AssetKey([conversion.swap, "face_model"]), dg.AssetKey([name, "target_video"])],
+        ins={"model": artifact_input(dg.AssetKey([conversion.swap, "face_model"])),
+             "target": artifact_input(dg.AssetKey([name, "target_video"])),
+             "target_faces": artifact_input(dg.AssetKey([name, "target_faces"])),
+             "faceset": artifact_input(dg.AssetKey([shown, "faceset"]))},  # who the video shows: the identity gate's references
         group_name="convert",
         pool="gpu",
-        code_version=code_version("converted_video", {**options.__dict__, "direction": conversion.direction}),
+        code_version=code_version("converted_video", {**options.output_settings(), "direction": conversion.direction}),
         kinds={"video"},
         check_specs=video_check_specs(key),
         automation_condition=on_change(),
     )
     def converted_video(context: dg.AssetExecutionContext, storage: StorageResource, torch_device: TorchDevice,
-                        face_analyzer: FaceAnalyzerResource) -> dg.MaterializeResult:
+                        face_analyzer: FaceAnalyzerResource, model: Published, target: Published, target_faces: Published,
+                        faceset: Published) -> dg.MaterializeResult:
         """The target video with the face swapped in and blended back: only the person the video
-        shows is replaced (others stay untouched), landmarks and colour smoothed over time (no
+        shows is replaced (the target_faces tracks whose embeddings match that person's faceset;
+        others stay untouched), nothing detected here (target_faces found every face once),
+        landmarks and colour smoothed over time (no
         jitter, no flicker), missed detections bridged, batched model calls, masked and colour
         matched per the conversion's options; timestamps and audio of the source kept. Labelled
         as synthetic in the container metadata, a JSON provenance sidecar and a visible mark.
@@ -47,23 +53,22 @@ def converted_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
         against the source: same length, audio kept, labels present."""
         require_consent(consents)
         from swapline.ops.convert import Converter, convert_video
-        from swapline.ops.detections import DetectionCache, faceset_references
+        from swapline.ops.detections import faceset_references
         from swapline.ops.inference import load_for_inference
+        from swapline.ops.target import TABLE, planned_faces, read_table
 
         store = storage.store()
-        model = store.current(store.location(conversion.swap, "face_model"))
-        target = store.current(store.location(name, "target_video"))
         target_manifest, model_manifest = target.manifest(), model.manifest()
+        frames = target_faces.manifest()["stats"]["frames"]  # decoded by target_faces, which checked the file
         video = media_path(target_manifest, target.path)
         device = torch_device.resolve()
         analyzer = face_analyzer.analyzer(project.extraction, device)
-        faceset = store.current(store.location(shown, "faceset"))
-        cache = DetectionCache(store.root, analyzer, target_manifest["sha256"])
-        if not cache.loaded and (seeded := _seed_from_sources(project, store, cache, target_manifest["sha256"])):
-            context.log.info(f"{name}: {seeded} frames' faces taken from extraction (the video is also a source)")
+        planned = planned_faces(read_table(target_faces.path / TABLE),
+                                faceset_references(analyzer, faceset.path, cache_dir=store.location("_cache", "embeddings")),
+                                options.identity_distance)
         converter = Converter(analyzer, load_for_inference(model.path / "checkpoint", device), to_side, device, options,
-                              reference=faceset_references(analyzer, faceset.path / "faceset.parquet"), cache=cache)
-        eta = Eta(target_manifest["video"]["frames"] or 0, context.log, f"{name} frames converted")
+                              planned=planned)
+        eta = Eta(frames, context.log, f"{name} frames converted")
         stats: dict = {}
         tags = provenance.container_tags(name, conversion.swap)
 
@@ -77,13 +82,13 @@ def converted_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
                 video_shows=shown, face_rendered=rendered,
                 model={"version": model.version, "step": model_manifest["step"], **model_manifest["model"]},
                 facesets={**model_manifest["trained_on"], "reference": faceset.version},
-                target={"sha256": target_manifest["sha256"], "source": conversion.video},
+                target={"sha256": target_manifest["sha256"], "source": conversion.video, "faces": target_faces.version},
                 sources={who: [s.location for s in project.identities[who].sources] for who in (shown, rendered)},
                 consent={who: c.model_dump(mode="json") for who, c in consents.items()},
-                options=options.__dict__, stats=stats,
+                options=options.model_dump(mode="json"), stats=stats,
             ))
 
-        published = store.publish(store.location(name, "converted_video"), build)
+        published = store.publish(own_location(store, context), build)
         output = published.path / f"{name}.mp4"
         if stats["swapped"] == 0:
             context.log.warning(f"{name}: no face of {shown} found in any frame: the output is the source unchanged "
@@ -94,7 +99,7 @@ def converted_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
             metadata=_metadata(stats, output, published.path, target_manifest),
             data_version=dg.DataVersion(published.version),
             check_results=evaluate_converted(key, video, output, published.path / f"{name}.provenance.json",
-                                             source_frames=target_manifest["video"]["frames"], expected_tags=tags,
+                                             source_frames=frames, expected_tags=tags,
                                              mark_position=options.mark_position),
         )
 
@@ -122,27 +127,10 @@ def _metadata(stats: dict, output: Path, folder: Path, target_manifest: dict) ->
     metadata.update({
         "audio": stats["audio"], "stage_seconds": dg.MetadataValue.json(stats["stage_seconds"]),
         "realtime_factor": round(duration / stats["seconds"], 3) if stats["seconds"] else 0.0,
-        "duration_s": duration, "size_mb": round(output.stat().st_size / 1e6, 2),
+        "duration_s": duration, "size_mb": round(output.stat().st_size / 1e6, 2), ARTIFACT: dg.MetadataValue.path(str(folder)),
         "video": dg.MetadataValue.path(str(output)),
         "provenance": dg.MetadataValue.path(str(folder / f"{output.stem}.provenance.json")),
     })
     if (folder / "preview.jpg").is_file():
         metadata["preview"] = image_md((folder / "preview.jpg").read_bytes(), "original | swapped", "image/jpeg")
     return metadata
-
-
-def _seed_from_sources(project: Project, store, cache, video_sha: str) -> int:
-    """A target that is also a training source (same content, same extraction settings, as the
-    cache key checks) is not detected twice: reuse that source's extracted faces."""
-    from swapline.ops.detections import seed_from_extraction
-
-    for identity in project.identities:
-        for key in project.source_keys(identity):
-            source = store.current_or_none(store.location(identity, "source_media", key))
-            if source is None or source.manifest().get("sha256") != video_sha:
-                continue
-            frames = store.current_or_none(store.location(identity, "frames", key))
-            faces = store.current_or_none(store.location(identity, "aligned_faces", key))
-            if frames and faces and faces.manifest().get("backend") == cache.analyzer:
-                return seed_from_extraction(cache, frames.manifest(), faces.path / "faces.parquet")
-    return 0

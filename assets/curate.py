@@ -5,30 +5,30 @@ from pathlib import Path
 
 import dagster as dg
 
-from swapline.assets.common import code_version, image_md, on_change
-from swapline.ops.faceset import FacesetSettings, build_faceset, contact_sheet
+from swapline.assets.common import code_version, image_md, on_change, own_location
+from swapline.ops.faceset import build_faceset, contact_sheet
 from swapline.ops.facetable import decode_image, read_faces, write_table
-from swapline.ops.identity import purity, sample_embeddings
-from swapline.ops.storage import write_manifest
+from swapline.ops.identity import purity, sample_embeddings, write_embeddings
+from swapline.ops.storage import Published, write_manifest
 from swapline.project import Project
 from swapline.quality_checks.faceset_checks import evaluate_faceset, faceset_check_specs
 from swapline.resources.analyzer import FaceAnalyzerResource
-from swapline.resources.storage import StorageResource
+from swapline.resources.storage import StorageResource, artifact_input
 
 SHEET_FACES = 32
 
 
 def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
-    settings = FacesetSettings()
+    settings = project.curation
     key = dg.AssetKey([identity, "faceset"])
     source_keys = list(project.source_keys(identity))
 
     @dg.asset(
         key=key,
-        deps=[dg.AssetKey([identity, "aligned_faces"])],
+        ins={"faces": artifact_input(dg.AssetKey([identity, "aligned_faces"]))},
         group_name="curate",
         # The check thresholds are in the version: changing one re-evaluates the checks.
-        code_version=code_version("faceset", {**settings.__dict__, "identity_distance": project.extraction.identity_distance,
+        code_version=code_version("faceset", {**settings.as_dict(), "identity_distance": project.extraction.identity_distance,
                                               "checks": project.checks.model_dump(mode="json")}),
         check_specs=faceset_check_specs(key, project.checks),
         kinds={"parquet"},
@@ -36,18 +36,14 @@ def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         automation_condition=on_change(start_missing=False),
     )
     def faceset(context: dg.AssetExecutionContext, storage: StorageResource,
-                face_analyzer: FaceAnalyzerResource) -> dg.MaterializeResult:
+                face_analyzer: FaceAnalyzerResource, faces: dict[str, Published]) -> dg.MaterializeResult:
         """All faces of this identity across its sources, near-duplicates removed by perceptual
         hash (the sharpest of each cluster kept) and blurry or tiny faces dropped, each reason
         counted; a contact sheet previews what the model will learn from."""
         store = storage.store()
-        tables, missing = [], []
-        for source in source_keys:
-            published = store.current_or_none(store.location(identity, "aligned_faces", source))
-            if published is None:
-                missing.append(source)
-                continue
-            tables.append(read_faces(published.path / "faces.parquet"))
+        # Each source's faces at the version its aligned_faces materialization recorded.
+        tables = [read_faces(faces[source].path / "faces.parquet") for source in source_keys if source in faces]
+        missing = [source for source in source_keys if source not in faces]
         if not tables:
             raise dg.Failure(f"No extracted faces for {identity}: every source is missing ({', '.join(missing)}).")
         if missing:
@@ -64,11 +60,12 @@ def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
 
         def build(tmp: Path) -> None:
             write_table(tmp / "faceset.parquet", kept)
+            write_embeddings(tmp, ids, embeddings)  # the one embedding sample evaluation and conversion read
             if sheet:
                 (tmp / "contact_sheet.png").write_bytes(sheet)
             write_manifest(tmp, {"identity": identity, "stats": stats, "missing_sources": missing, "purity": mix})
 
-        published = store.publish(store.location(identity, "faceset"), build)
+        published = store.publish(own_location(store, context), build)
         context.log.info(f"{identity}: kept {stats['kept']} of {stats['raw']} faces")
         metadata = {**stats, "sources": len(tables), "missing_sources": len(missing), "outlier_share": mix["outlier_share"],
                     "artifact": dg.MetadataValue.path(str(published.path))}

@@ -16,17 +16,17 @@ from pathlib import Path
 
 import dagster as dg
 
-from swapline.assets.common import Eta, code_version, on_change, sources_partitions
+from swapline.assets.common import Eta, code_version, on_change, own_location, sources_partitions
 from swapline.ops.extract import RUN_STATS, extract_faces, reference_embeddings, sample_source
 from swapline.ops.facecache import CACHE_DIR, FaceCache, PhotoCache
 from swapline.ops.facetable import FORMAT_VERSION, write_faces
 from swapline.ops.media import BadMedia
 from swapline.ops.sandbox import IsolatedCrash
-from swapline.ops.storage import write_manifest
+from swapline.ops.storage import Published, write_manifest
 from swapline.project import Project
 from swapline.resources.analyzer import FaceAnalyzerResource
 from swapline.resources.device import TorchDevice
-from swapline.resources.storage import StorageResource
+from swapline.resources.storage import StorageResource, artifact_input
 
 
 def frames_asset(project: Project, identity: str) -> dg.AssetsDefinition:
@@ -35,21 +35,20 @@ def frames_asset(project: Project, identity: str) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=[identity, "frames"],
-        deps=[dg.AssetKey([identity, "source_media"])],
+        ins={"source": artifact_input(dg.AssetKey([identity, "source_media"]))},
         partitions_def=sources_partitions(identity),
         group_name="extract",
         code_version=code_version("frames", settings),
         kinds={"image"},
         automation_condition=on_change(),
     )
-    def frames(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    def frames(context: dg.AssetExecutionContext, storage: StorageResource, source: Published) -> dg.MaterializeResult:
         """Frames sampled from one source at `extraction.sample_fps` (near-identical consecutive
         frames skipped) as JPEG, or the source's photos normalised; decoding runs in a child
         process so a damaged file fails only this partition. A photo normalised before (by
         content, for any source) is linked from the cache instead of decoded again."""
         store = storage.store()
         key = context.partition_key
-        source = store.current(store.location(identity, "source_media", key))
         photo_cache = PhotoCache(store.location(CACHE_DIR))
         manifest: dict = {}
 
@@ -60,7 +59,7 @@ def frames_asset(project: Project, identity: str) -> dg.AssetsDefinition:
                 raise dg.Failure(f"Source {key} of {identity} cannot be decoded: {exc}") from exc
             write_manifest(tmp, manifest)
 
-        published = store.publish(store.location(identity, "frames", key), build)
+        published = store.publish(own_location(store, context), build)
         skipped = manifest["skipped"]
         context.log.info(f"{len(manifest['frames'])} frames kept of {manifest['decoded']} decoded; {len(skipped)} files skipped")
         metadata = {
@@ -84,17 +83,17 @@ def aligned_faces_asset(project: Project, identity: str) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=[identity, "aligned_faces"],
-        deps=[dg.AssetKey([identity, "frames"])],
+        ins={"frames": artifact_input(dg.AssetKey([identity, "frames"]))},
         partitions_def=sources_partitions(identity),
         group_name="extract",
         # Every extraction setting that changes which faces are found, or how they are cropped.
-        code_version=code_version("aligned_faces", {"format": FORMAT_VERSION, "refs": [str(r) for r in references],
+        code_version=code_version("aligned_faces", {"format": FORMAT_VERSION, "refs": _reference_hashes(references),
                                                     **ext.model_dump(exclude={"sample_fps", "skip_similar", "max_frames", "workers"})}),
         kinds={"image", "parquet"},
         automation_condition=on_change(),
     )
     def aligned_faces(context: dg.AssetExecutionContext, storage: StorageResource,
-                      face_analyzer: FaceAnalyzerResource, torch_device: TorchDevice) -> dg.MaterializeResult:
+                      face_analyzer: FaceAnalyzerResource, torch_device: TorchDevice, frames: Published) -> dg.MaterializeResult:
         """Every face in one source's frames: detected, given 68 landmarks, aligned to a canonical
         crop and stored in one table together with its landmarks, transform and attributes
         (faces.parquet, readable with pandas). With reference photos, only this person is kept.
@@ -102,7 +101,6 @@ def aligned_faces_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         metadata counts detections_run and cache_hits), in `extraction.workers` processes."""
         store = storage.store()
         key = context.partition_key
-        frames = store.current(store.location(identity, "frames", key))
         # The device string, not resolve(): torch is imported only if FAN is the backend.
         analyzer = face_analyzer.analyzer(ext, torch_device.device)
         reference = reference_embeddings(analyzer, list(references))
@@ -121,7 +119,7 @@ def aligned_faces_asset(project: Project, identity: str) -> dg.AssetsDefinition:
             write_manifest(tmp, {"source": key, "backend": analyzer.describe(), "stats": stats,
                                  "format_version": FORMAT_VERSION})
 
-        published = store.publish(store.location(identity, "aligned_faces", key), build)
+        published = store.publish(own_location(store, context), build)
         context.log.info(f"{stats['faces']} faces from {stats['frames']} frames; {run['detections_run']} analysed "
                          f"in {run['workers']} process(es), {run['cache_hits']} from the cache")
         return dg.MaterializeResult(
@@ -130,3 +128,11 @@ def aligned_faces_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         )
 
     return aligned_faces
+
+
+def _reference_hashes(photos) -> list[str]:
+    """The reference photos by content: moving the project folder changes nothing, a replaced
+    photo makes the faces stale (a missing one is the project loader's error to report)."""
+    from swapline.ops.storage import sha256_file
+
+    return sorted(sha256_file(p)[:16] if Path(p).is_file() else f"missing:{Path(p).name}" for p in photos)

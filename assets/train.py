@@ -6,26 +6,27 @@ from pathlib import Path
 
 import dagster as dg
 
-from swapline.assets.common import FacesetsNotBlocked, code_version, image_md, on_change
-from swapline.ops.storage import write_manifest
+from swapline.assets.common import FacesetsNotBlocked, code_version, image_md, on_change, own_location
+from swapline.ops.storage import Published, write_manifest
 from swapline.project import Project
 from swapline.quality_checks.faceset_checks import failed_blocking_checks
 from swapline.quality_checks.model_checks import evaluate_model, model_check_specs
 from swapline.resources.analyzer import FaceAnalyzerResource
 from swapline.resources.device import TorchDevice
-from swapline.resources.storage import StorageResource
+from swapline.resources.storage import ARTIFACT, StorageResource, artifact_input, recorded
 
 
 def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
     swap = project.swaps[name]
     model_settings = {"resolution": swap.resolution, "preset": swap.preset}
     key = dg.AssetKey([name, "face_model"])
-    # A parent's model is an input when this swap starts fresh (warm start), so it comes first.
-    parent_dep = [dg.AssetKey([swap.parent, "face_model"])] if swap.parent else []
+    ins = {"faceset_a": artifact_input(dg.AssetKey([swap.a, "faceset"])), "faceset_b": artifact_input(dg.AssetKey([swap.b, "faceset"]))}
+    if swap.parent:  # a parent's model is an input when this swap starts fresh (warm start), so it comes first
+        ins["parent"] = artifact_input(dg.AssetKey([swap.parent, "face_model"]))
 
     @dg.asset(
         key=key,
-        deps=[dg.AssetKey([swap.a, "faceset"]), dg.AssetKey([swap.b, "faceset"]), *parent_dep],
+        ins=ins,
         group_name="train",
         pool="gpu",  # two trainings never share one GPU
         code_version=code_version("face_model", {**model_settings, "iterations": swap.iterations, "batch": swap.batch_size,
@@ -35,7 +36,7 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
         automation_condition=on_change() & FacesetsNotBlocked(),
     )
     def face_model(context: dg.AssetExecutionContext, storage: StorageResource, torch_device: TorchDevice,
-                   face_analyzer: FaceAnalyzerResource) -> dg.MaterializeResult:
+                   face_analyzer: FaceAnalyzerResource, **inputs: Published) -> dg.MaterializeResult:
         """The swap model: one shared encoder and one decoder per identity, trained with random-warp
         augmentation on both facesets minus a 5% hold-out. Resumes from its last checkpoint
         (safetensors weights, optimizer state, step). Evidence on the held-out faces: reconstruction
@@ -44,14 +45,14 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
         from swapline.ops.evaluate import evaluate
         from swapline.ops.model import ModelConfig
         from swapline.ops.train import train
-        from swapline.ops.trainset import load_faceset
+        from swapline.ops.trainset import open_faceset
 
         _refuse_failed_facesets(context.instance, name, (swap.a, swap.b))
         store = storage.store()
-        sets = {side: store.current(store.location(getattr(swap, side), "faceset")) for side in ("a", "b")}
+        sets = {side: inputs[f"faceset_{side}"] for side in ("a", "b")}  # the versions Dagster recorded
         trained_on = {side: published.version for side, published in sets.items()}
-        previous = store.current_or_none(store.location(name, "face_model"))
-        prev = previous.manifest() if previous else None
+        previous = recorded(context.instance, key, None)  # this model's own last materialization
+        prev = previous.manifest() if previous and previous.path.is_dir() else None
         resume = previous.path / "checkpoint" if prev and prev["model"] == model_settings else None
         target = swap.iterations
         if resume and prev["trained_on"] != trained_on:
@@ -61,16 +62,17 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
             context.log.info(f"{name}: already trained to step {prev['step']} on these facesets; nothing to do")
             return _result(key, prev, previous.path, previous.version)
 
-        work_dir = store.location(name, "face_model", "_work")  # beside the versions: publish's GC leaves it
+        work_dir = own_location(store, context) / "_work"  # beside the versions: gc leaves it
         source = _resume_point(work_dir, resume, model_settings)
         warm_from = None
         if source is None and swap.parent:
-            warm_from = store.current(store.location(swap.parent, "face_model")).path / "checkpoint"
+            warm_from = inputs["parent"].path / "checkpoint"
         # The evaluation's held-out faces (same share and seed) never reach the trainer.
-        faces_a, masks_a = _training_split(load_faceset(sets["a"].path / "faceset.parquet"))
-        faces_b, masks_b = _training_split(load_faceset(sets["b"].path / "faceset.parquet"))
+        # Decoded once per faceset version and memory-mapped (ops.trainset): a resumed run starts in seconds.
+        data = {side: open_faceset(sets[side].path) for side in ("a", "b")}
+        rows = {side: _training_split(len(data[side])) for side in ("a", "b")}
         device = torch_device.resolve()
-        context.log.info(f"{name}: training on {device}, {len(faces_a)} + {len(faces_b)} faces, to step {target}"
+        context.log.info(f"{name}: training on {device}, {len(rows['a'])} + {len(rows['b'])} faces, to step {target}"
                          + (f" (resuming from {source})" if source else f" (warm start from {swap.parent})" if warm_from else ""))
         manifest: dict = {}
 
@@ -84,13 +86,13 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
                              f"{p['images_per_s']:.0f} img/s ETA {p['eta_s']:.0f}s")
 
         def build(tmp: Path) -> None:
-            result = train(faces_a, faces_b, masks_a, masks_b, ModelConfig(**model_settings),
+            result = train(data["a"].faces, data["b"].faces, data["a"].masks, data["b"].masks, ModelConfig(**model_settings),
                            _train_config(swap, target), device,
                            resume_from=source, checkpoint_dir=tmp / "checkpoint", work_dir=work_dir,
                            warm_from=warm_from, warm_what=swap.warm_start, extra={"trained_on": trained_on},
-                           progress=progress)
-            report = evaluate(tmp / "checkpoint", sets["a"].path / "faceset.parquet", sets["b"].path / "faceset.parquet",
-                              face_analyzer.analyzer(project.extraction), device)
+                           progress=progress, index_a=rows["a"], index_b=rows["b"])
+            report = evaluate(tmp / "checkpoint", sets["a"].path, sets["b"].path, face_analyzer.analyzer(project.extraction),
+                              device, cache_dir=store.location("_cache", "embeddings"))
             for file, png in report.pop("images").items():  # preview.png, loss_curve.png
                 (tmp / file).write_bytes(png)
             manifest["evaluation"] = report
@@ -101,7 +103,7 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
                              "warm_start": {"parent": swap.parent, "what": swap.warm_start} if warm_from else None})
             write_manifest(tmp, manifest)
 
-        published = store.publish(store.location(name, "face_model"), build)
+        published = store.publish(own_location(store, context), build)
         return _result(key, manifest, published.path, published.version)
 
     return face_model
@@ -141,13 +143,13 @@ def _refuse_failed_facesets(instance: dg.DagsterInstance, swap: str, identities:
             )
 
 
-def _training_split(faces_and_masks):
-    """Drop the evaluation's held-out faces (ops.evaluate.split_holdout: 5%, seed 0)."""
+def _training_split(n: int):
+    """The rows to train on: all but the evaluation's held-out faces (ops.evaluate.split_holdout:
+    5%, seed 0). Indices, not a copy: the trainer reads those rows from the memory map."""
     from swapline.ops.evaluate import split_holdout
 
-    faces, masks = faces_and_masks
-    train_idx, _ = split_holdout(len(faces))
-    return faces[train_idx], masks[train_idx]
+    train_idx, _ = split_holdout(n)
+    return train_idx
 
 
 def _result(key: dg.AssetKey, manifest: dict, path: Path, version: str) -> dg.MaterializeResult:
@@ -158,6 +160,7 @@ def _result(key: dg.AssetKey, manifest: dict, path: Path, version: str) -> dg.Ma
         "loss_b": float(manifest["final_loss_b"]),
         "train_seconds": manifest.get("seconds", 0.0),
         "checkpoint": dg.MetadataValue.path(str(path / "checkpoint")),
+        ARTIFACT: dg.MetadataValue.path(str(path)),
     }
     if runs := manifest.get("runs"):  # every run that trained this checkpoint, crashed ones too
         metadata["training_runs"] = dg.MetadataValue.md(

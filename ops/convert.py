@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -79,22 +79,34 @@ class Converter:
     """Everything between a decoded frame and the frame to encode, for one model and side."""
 
     def __init__(self, analyzer, model, to_side: str, device: str, options: ConvertOptions, *,
-                 reference: np.ndarray | None = None, cache: DetectionCache | None = None):
+                 reference: np.ndarray | None = None, cache: DetectionCache | None = None,
+                 planned: dict[int, list] | None = None):
+        """`planned`: frame index -> the faces to replace, decided beforehand (ops.target's table
+        of the target): then nothing is detected or embedded here. Without it each frame is
+        detected (through `cache`) and gated by `reference` as it streams by."""
         self.analyzer, self.model, self.to_side, self.device, self.options = analyzer, model, to_side, device, options
         self.size, self.padding = analyzer.settings.face_size, analyzer.settings.padding
         self.blend_options = options.blend()
         self.gate = IdentityGate(analyzer, reference, options.identity_distance)
         self.cache = cache or DetectionCache(None, analyzer, None)
         self.colors = (ColorStatsSmoother(), ColorStatsSmoother())  # swapped face, original face
+        self.planned, self.detections_run = planned, 0
 
     def detect(self, frame: _Frame) -> list:
         if not frame.in_range:
             return []
+        if self.planned is not None:
+            return self.planned.get(frame.index, [])
         found = self.cache.get(frame.index)
         if found is None:
+            self.detections_run += 1
             found = self.analyzer.detect(frame.rgb)
             self.cache.put(frame.index, found)
         return found
+
+    def select(self, frame: _Frame, faces: list) -> list:
+        """The faces of the person being replaced (already chosen when planned)."""
+        return faces if self.planned is not None else self.gate.select(frame.rgb, faces)
 
     def render(self, batch: list[tuple[_Frame, list]], stats: Stats) -> list[np.ndarray]:
         """Swap every tracked face of a batch of frames with one model call."""
@@ -177,7 +189,7 @@ def _pop(ahead: deque, stats: Stats) -> tuple[_Frame, list]:
 
 
 def _track(converter: Converter, tracker: FaceTracker, frame: _Frame, faces: list, stats: Stats):
-    chosen = converter.gate.select(frame.rgb, faces) if faces else []
+    chosen = converter.select(frame, faces) if faces else []
     for _, released, tracked in tracker.push(float(frame.time), frame, [(f.landmarks, f.bbox, None) for f in chosen]):
         yield _note(released, tracked, stats)
 
@@ -286,8 +298,9 @@ def _summary(stats: Stats, written: dict, seconds: float, info, converter: Conve
         "tracks": len(stats.smooth_tracks), "audio": written["audio"], "seconds": round(seconds, 2),
         "fps": round(stats.frames / max(seconds, 1e-6), 2), "source_frames": info.frames,
         "stage_seconds": {k: round(v, 2) for k, v in stats.seconds.items()},
-        "detections_cached": converter.cache.hits, "embeddings_computed": converter.gate.embedded,
-        "options": asdict(converter.options),
+        "detections_cached": converter.cache.hits, "detections_run": converter.detections_run,
+        "embeddings_computed": converter.gate.embedded,
+        "options": converter.options.model_dump(mode="json"),
     }
     if raw and smooth:
         summary["track_jitter_raw"] = round(float(np.nanmean(raw)), 5)

@@ -3,7 +3,9 @@ so the code location loads fast."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ConsentError(PermissionError):
@@ -20,22 +22,47 @@ def require_consent(consents: dict[str, object | None]) -> None:
         )
 
 
-@dataclass(frozen=True)
-class ConvertOptions:
-    mask: str = "hull"  # hull | learned | intersection
-    erosion: int = 0
-    feather: int = 9
-    color_match: str = "mean_std"  # none | mean_std | histogram | seamless
-    crf: int = 20
-    mark_position: str = "bottom_right"
-    smooth: bool = True  # One Euro landmarks + smoothed colour statistics; False = per-frame, as the rivals
-    max_gap: int = 3  # missed detections bridged by interpolation
-    batch_size: int = 16  # faces per model call
-    start: float | None = None  # seconds; outside [start, end) frames pass through unchanged
-    end: float | None = None
-    side_by_side: bool = False  # output original | swapped next to each other
-    identity_distance: float = 0.6  # max embedding distance to the replaced person's faces
-    workers: int = 2  # detection threads
+SPEED_ONLY = ("batch_size", "workers")
+
+
+class ConvertOptions(BaseModel):
+    """What a conversion is asked to do: the project file's `conversions.<name>.options`, defined
+    here once (the project file embeds this model; the converter reads it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mask: Literal["hull", "learned", "intersection"] = Field(default="hull", description="Blend mask: the landmark hull, "
+                                                             "the model's learned mask, or their intersection.")
+    erosion: int = Field(default=0, ge=-32, le=32, description="Shrink (+) or grow (-) the mask by this many face px.")
+    feather: int = Field(default=9, ge=0, le=64, description="Width of the mask's soft edge, in face px.")
+    color_match: Literal["none", "mean_std", "histogram", "seamless"] = Field(
+        default="mean_std", description="Colour transfer: Lab mean/std (smoothed over time), histogram match, or "
+        "Poisson seamless clone.")
+    crf: int = Field(default=20, ge=0, le=51, description="H.264 quality (lower is better).")
+    mark_position: Literal["bottom_right", "bottom_left", "top_right", "top_left"] = Field(
+        default="bottom_right", description="Where the visible 'synthetic' mark goes (it cannot be turned off)."
+    )
+    smooth: bool = Field(default=True, description="Smooth landmarks (One Euro) and colour over time against jitter "
+                         "and flicker; false swaps each frame on its own, as the 2018 tools did.")
+    max_gap: int = Field(default=3, ge=0, le=30, description="Missed detections in a row bridged by interpolation.")
+    batch_size: int = Field(default=16, ge=1, le=1024, description="Faces per model call.")
+    start: float | None = Field(default=None, ge=0, description="Swap from this second on (earlier frames pass through).")
+    end: float | None = Field(default=None, gt=0, description="Swap until this second (later frames pass through).")
+    side_by_side: bool = Field(default=False, description="Preview mode: the original and the swap next to each other.")
+    identity_distance: float = Field(default=0.6, gt=0, le=2, description="Only faces within this embedding distance "
+                                     "of the replaced person's faceset are swapped; other people stay untouched.")
+    workers: int = Field(default=2, ge=1, le=64, description="Face detection threads.")
+
+    @model_validator(mode="after")
+    def _range(self) -> "ConvertOptions":
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        return self
+
+    def output_settings(self) -> dict:
+        """The options that change the rendered video: the conversion's code version. Batch size
+        and threads change only speed, so changing them leaves the video fresh."""
+        return {k: v for k, v in self.model_dump(mode="json").items() if k not in SPEED_ONLY}
 
     def blend(self):
         from swapline.ops.blend import BlendOptions

@@ -115,19 +115,15 @@ class IdentityGate:
         return [face for face, (_, keep, _) in zip(faces, decided) if keep]
 
 
-def faceset_references(analyzer: Any, faceset_path: Path, n: int = 24) -> np.ndarray | None:
-    """(K, 128) dlib embeddings of up to `n` faces spread over a faceset (the person a video
-    shows), for IdentityGate; None when the faceset has no faces."""
-    from swapline.ops.evaluate import crop_points, embed_crops
-    from swapline.ops.facetable import decode_image, read_faces
+def faceset_references(analyzer: Any, faceset_path: Path, cache_dir: Path | None = None) -> np.ndarray | None:
+    """(K, 128) dlib embeddings of the person a video shows, for IdentityGate: the faceset's
+    one embedding sample (ops.identity.faceset_embeddings, shared with curation's purity check
+    and the model evaluation). `faceset_path`: the faceset folder or its faceset.parquet; None
+    when the faceset has no faces."""
+    from swapline.ops.identity import faceset_reference_embeddings
+    from swapline.ops.trainset import faceset_parquet
 
-    table = read_faces(Path(faceset_path))
-    if table.empty:
-        return None
-    rows = table.iloc[np.unique(np.linspace(0, len(table) - 1, min(n, len(table))).astype(int))]
-    crops = np.stack([decode_image(b) for b in rows["image"]])
-    points = np.stack([crop_points(np.asarray(lm), np.asarray(m)) for lm, m in zip(rows["landmarks"], rows["matrix"])])
-    return embed_crops(analyzer, crops, points)
+    return faceset_reference_embeddings(faceset_parquet(faceset_path).parent, analyzer, cache_dir)
 
 
 def seed_from_extraction(cache: DetectionCache, frames_manifest: dict, faces_path: Path) -> int:

@@ -1,14 +1,18 @@
 """Evidence that a face model works, measured on faces it never trained on.
 
-Three questions, each answered on the held-out 5% of each faceset (split_holdout):
+Three questions, each answered on the held-out 5% of each faceset (split_holdout), read from
+the faceset's decoded memory maps (ops.trainset), not by decoding its PNGs again:
   reconstruction - does decoder a rebuild A (and b rebuild B)? L1, SSIM, PSNR at model size.
   identity       - does A decoded by b look like B? dlib ResNet embeddings of each swap,
-                   compared with the centroids of A's and B's real faces: the share of A->B
+                   compared with the centroids of A's and B's real faces (the faceset's stored
+                   embedding sample, ops.identity, minus held-out faces): the share of A->B
                    swaps nearer B's centroid is the number that says "it swaps".
   pose           - does the swap keep the source's expression and head pose? 68 landmarks of
                    the swap against those of its source, in inter-ocular distances, and the
                    yaw/pitch difference.
-Plus a preview PNG and the loss curve PNG. No dagster here; torch, cv2 and dlib load lazily
+Identity and pose look at JUDGED_FACES held-out faces per side at most: each face costs six
+dlib embeddings (~75 ms each on CPU, and dlib holds the GIL), so all 230 held-out faces of a
+4,600-face set took over a minute. Plus a preview PNG and the loss curve PNG. No dagster here; torch, cv2 and dlib load lazily
 through the modules that own them.
 """
 
@@ -21,7 +25,7 @@ from typing import Any
 import numpy as np
 
 HOLDOUT_SHARE = 0.05
-REFERENCE_FACES = 32  # real faces per side for a centroid: ~2 s of embeddings, a stable mean
+JUDGED_FACES = 24  # held-out faces per side for identity and pose: 144 embeddings, ~11 s on CPU
 PREVIEW_FACES = 8
 EMBED_SIZE = 150  # dlib's face chip side: smaller swaps are upscaled to it before embedding
 
@@ -116,7 +120,7 @@ def identity_transfer(analyzer, model, faces_a: np.ndarray, faces_b: np.ndarray,
 
     faces_*: held-out uint8 crops (N,S,S,3); points_*: their landmarks in crop px (N,68,2).
     centroids: (A's, B's) mean embeddings (128,), best from faces other than these (evaluate
-    uses the training split); by default the real faces given here.
+    uses the faceset's embedding sample minus held-out faces); by default the real faces given here.
 
     The swaps are embedded with the SOURCE crop's landmarks, not with a fresh detection on
     the swap: the swap is decoded in the source crop's frame, so the face sits where the
@@ -219,47 +223,54 @@ def loss_curve_png(losses: list, width: int = 640, height: int = 320) -> bytes:
 
 # ---------------------------------------------------------------- everything
 
-def _load(path: Path, share: float, seed: int) -> dict[str, np.ndarray]:
-    """Held-out crops (N,S,S,3) with crop-px landmarks (N,68,2), and a sample of training ones."""
-    from swapline.ops.facetable import decode_image, read_faces
+def _load(faceset: Path, share: float, seed: int, analyzer, cache_dir: Path | None) -> dict[str, Any]:
+    """Held-out crops (N,S,S,3) with crop-px landmarks (N,68,2), a few training crops for the
+    preview, and the centroid (128,) of the faceset's embedding sample without held-out faces."""
+    from swapline.ops.identity import faceset_embeddings
+    from swapline.ops.trainset import faceset_parquet, open_faceset, take
 
-    table = read_faces(Path(path))
-    train_idx, val_idx = split_holdout(len(table), share, seed)
-    ref_idx = train_idx[np.linspace(0, len(train_idx) - 1, min(REFERENCE_FACES, len(train_idx))).astype(int)]
+    decoded = open_faceset(faceset)
+    train_idx, val_idx = split_holdout(len(decoded), share, seed)
+    ids, embeddings = faceset_embeddings(faceset_parquet(faceset).parent, analyzer, cache_dir)
+    held_out = set(decoded.face_ids[val_idx].tolist())
+    kept = [i for i, face_id in enumerate(ids) if face_id not in held_out] or list(range(len(ids)))
+    return {"val": take(decoded.faces, val_idx), "val_points": decoded.points[val_idx],
+            "train": take(decoded.faces, train_idx[:PREVIEW_FACES]), "centroid": embeddings[kept].mean(0)}
 
-    def pick(idx):
-        rows = table.iloc[list(idx)]
-        faces = np.stack([decode_image(b) for b in rows["image"]])
-        points = np.stack([crop_points(lm, m) for lm, m in zip(rows["landmarks"], rows["matrix"])])
-        return faces, points
 
-    (val, val_pts), (ref, ref_pts) = pick(val_idx), pick(ref_idx)
-    return {"val": val, "val_points": val_pts, "ref": ref, "ref_points": ref_pts}
+def _judged(side: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """At most JUDGED_FACES of the held-out faces, spread evenly over them."""
+    n = len(side["val"])
+    pick = np.unique(np.linspace(0, n - 1, min(n, JUDGED_FACES)).astype(int))
+    return side["val"][pick], side["val_points"][pick]
 
 
 def evaluate(checkpoint_dir: Path, faceset_a_path: Path, faceset_b_path: Path, analyzer, device: str = "cpu",
-             share: float = HOLDOUT_SHARE, seed: int = 0) -> dict[str, Any]:
+             share: float = HOLDOUT_SHARE, seed: int = 0, cache_dir: Path | None = None) -> dict[str, Any]:
     """Every metric above on the held-out faces of both facesets (the split the trainer uses
-    with the same share and seed). Numbers under their names; PNG bytes under "images"."""
+    with the same share and seed). Facesets: folders or their faceset.parquet; `cache_dir`:
+    the embedding cache, used only for a faceset stored without its embeddings. Numbers
+    under their names; PNG bytes under "images"."""
     from swapline.ops.checkpoint import read_state
     from swapline.ops.inference import load_for_inference
 
     model = load_for_inference(Path(checkpoint_dir), device)
-    a, b = _load(faceset_a_path, share, seed), _load(faceset_b_path, share, seed)
+    a, b = (_load(path, share, seed, analyzer, cache_dir) for path in (faceset_a_path, faceset_b_path))
     if len(a["val"]) == 0 or len(b["val"]) == 0:
         raise ValueError("a faceset has fewer than 2 faces: nothing to hold out")
-    centroids = (embed_crops(analyzer, a["ref"], a["ref_points"]).mean(0), embed_crops(analyzer, b["ref"], b["ref_points"]).mean(0))
+    (ja, pa), (jb, pb) = _judged(a), _judged(b)
     state = read_state(Path(checkpoint_dir))
     losses = state.get("extra", {}).get("losses", [])
     return {
         "step": state.get("step"),
         "held_out": {"a": len(a["val"]), "b": len(b["val"])},
+        "judged": {"a": len(ja), "b": len(jb)},  # of them, the faces identity and pose looked at
         "reconstruction": {"a_to_a": reconstruction_metrics(model, a["val"], "a", device),
                            "b_to_b": reconstruction_metrics(model, b["val"], "b", device)},
-        "identity": identity_transfer(analyzer, model, a["val"], b["val"], a["val_points"], b["val_points"], device, centroids),
-        "pose": {"a_to_b": pose_preservation(analyzer, model, a["val"], a["val_points"], "b", device),
-                 "b_to_a": pose_preservation(analyzer, model, b["val"], b["val_points"], "a", device)},
+        "identity": identity_transfer(analyzer, model, ja, jb, pa, pb, device, (a["centroid"], b["centroid"])),
+        "pose": {"a_to_b": pose_preservation(analyzer, model, ja, pa, "b", device),
+                 "b_to_a": pose_preservation(analyzer, model, jb, pb, "a", device)},
         # Held-out faces first, topped up with training ones when fewer than 8 are held out.
-        "images": {"preview.png": preview_png(model, np.concatenate([a["val"], a["ref"]]), np.concatenate([b["val"], b["ref"]]), device),
+        "images": {"preview.png": preview_png(model, np.concatenate([a["val"], a["train"]]), np.concatenate([b["val"], b["train"]]), device),
                    "loss_curve.png": loss_curve_png(losses)},
     }

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -175,7 +175,7 @@ def _pool_settings(analyzer) -> Any:
 
     if not isinstance(analyzer, FaceAnalyzer) or getattr(analyzer, "resolved_backend", "dlib") != "dlib":
         return None
-    return replace(analyzer.settings, backend="dlib")
+    return analyzer.settings.model_copy(update={"backend": "dlib"})  # a frozen pydantic model (ops.faces)
 
 
 def _run_pool(settings, job: _Job, todo: list[tuple[int, dict]], workers: int):

@@ -9,7 +9,9 @@ contains, never by where it sits, so adding 10 photos to a folder of 1,000 analy
 Face entries: the key folder is a hash of everything that changes the result for the same
 pixels: the analyzer's settings (its `describe()` when it has one, so "auto" resolved to FAN
 and "auto" resolved to dlib do not share entries), the reference embeddings and the identity
-distance, the face-table FORMAT_VERSION and this module's ENTRY_VERSION. One entry holds the
+distance, the face-table format (ROWS_COMPATIBLE_SINCE: a format that only added nullable
+columns keeps the keys, and its older entries read with those columns null, e.g. format 2's
+`embedding`, so upgrading re-extracts nothing) and this module's ENTRY_VERSION. One entry holds the
 face-table rows of that image (PNG crops included) plus a `face_index` column and the
 per-image stats; an image without faces is cached too (no rows). The rows are rewritten for
 the frame that asks (source, identity, photo, frame index, timestamp and so face_id), so a
@@ -99,7 +101,7 @@ class FaceCache:
             "analyzer": analyzer_description(analyzer),
             "reference": reference_hash(reference),
             "max_distance": float(max_distance) if reference is not None else None,
-            "format": facetable.FORMAT_VERSION,
+            "format": facetable.ROWS_COMPATIBLE_SINCE,
             "entry": ENTRY_VERSION,
         }
         self.key = hash_json(key)[:20]
@@ -176,6 +178,8 @@ def _read_entry(path: Path) -> CachedImage:
         row["bbox"] = tuple(row["bbox"])
         row["landmarks"] = np.asarray(row["landmarks"], dtype=np.float32).reshape(68, 2)
         row["matrix"] = np.asarray(row["matrix"], dtype=np.float64).reshape(2, 3)
+        if row.get("embedding") is not None:  # absent or null in entries written before format 2
+            row["embedding"] = np.asarray(row["embedding"], dtype=np.float32)
         records.append(facetable.FaceRecord(**row))
     return CachedImage(records, indexes, stats)
 

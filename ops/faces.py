@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from swapline.ops.alignment import (  # noqa: F401  (re-exported API)
     ALIGN_POINTS,
@@ -37,24 +38,31 @@ BACKENDS = ("dlib", "fan", "auto")
 DETECTORS = ("hog", "cnn")
 
 
-@dataclass(frozen=True)
-class AnalyzerSettings:
-    """Everything that changes which faces are found and how they are cropped; its
-    `as_dict()` goes into the face assets' version hash."""
+class AnalyzerSettings(BaseModel):
+    """Everything that changes which faces are found and how they are cropped; its `as_dict()`
+    goes into the face assets' version hash. Defined once: the project file's `extraction:`
+    section extends this model (swapline/project.py)."""
 
-    backend: str = "dlib"  # "dlib" | "fan" | "auto" (FAN when its weights are present, else dlib)
-    detector: str = "hog"  # dlib HOG (fast, frontal) or "cnn" (MMOD: slower, more poses)
-    upsample: int = 0  # detector upsampling passes (finds smaller faces, ~4x slower each)
-    detect_scale: float = 0.5  # detect on a frame shrunk by this; landmarks at full size
-    min_face: int = 40  # faces narrower than this many source px are dropped (and counted)
-    face_size: int = 256  # aligned crop side in px
-    padding: float = 0.3  # margin around the template's unit square, as a fraction of it
-    flip_input: bool = False  # FAN: also run the mirrored crop and average (2x the cost, steadier)
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["dlib", "fan", "auto"] = Field(default="auto", description="Landmarks: dlib (offline), FAN (needs its weights), auto = FAN when its weights are present.")
+    detector: Literal["hog", "cnn"] = Field(default="hog", description="dlib face detector: HOG (fast, frontal) or MMOD CNN (slower, more poses).")
+    upsample: int = Field(default=0, ge=0, le=3, description="Detector upsampling passes (finds smaller faces, ~4x slower each).")
+    detect_scale: float = Field(default=0.5, gt=0, le=1, description="Detect on the frame scaled by this; landmarks at full size.")
+    min_face: int = Field(default=40, ge=8, description="Faces narrower than this many source px are dropped (and counted).")
+    face_size: int = Field(default=256, ge=64, le=1024, description="Aligned face crop size in pixels.")
+    padding: float = Field(default=0.3, ge=0, le=1, description="Margin around the face template's unit square, as a fraction of it.")
+    flip_input: bool = Field(default=False, description="FAN only: also run the mirrored face and average (2x the cost, steadier).")
 
     def as_dict(self) -> dict[str, Any]:
         # Only what changes results: where the weights are and which device runs them are
         # FaceAnalyzer arguments, not settings, so moving either keeps the faces' version.
-        return asdict(self)
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def of(cls, settings: BaseModel) -> "AnalyzerSettings":
+        """The analyzer's part of a larger settings model (the project's `extraction:`)."""
+        return cls(**settings.model_dump(include=set(cls.model_fields)))
 
 
 @dataclass

@@ -8,27 +8,32 @@ over-weights that moment. Of each group of near-duplicates the sharpest is kept.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from swapline.ops.facetable import COLUMNS
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class FacesetSettings:
-    # Max pHash Hamming distance (of 256 bits) for a duplicate; 0 = same hash. Measured on the demo
-    # faces: a JPEG q70 re-encode or a brightened copy is <= 4 away, distinct frames of one talking
-    # person mostly > 10 (a 64-bit pHash put every aligned face of a static speaker at distance 0).
-    dedup_distance: int = 6
-    min_sharpness: float = 15.0  # variance of Laplacian of the inner face square
-    min_face_size: float = 40.0  # face_size column, source px
+class FacesetSettings(BaseModel):
+    """How a faceset is curated: the project file's `curation:` section (defined here once)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Measured on the demo faces: a JPEG q70 re-encode or a brightened copy is <= 4 away, distinct
+    # frames of one talking person mostly > 10 (a 64-bit pHash put every aligned face of a static
+    # speaker at distance 0).
+    dedup_distance: int = Field(default=6, ge=0, le=256, description="Max pHash Hamming distance (of 256 bits) between two "
+                                "faces counted as near-duplicates (the sharper is kept); 0: only identical hashes.")
+    min_sharpness: float = Field(default=15.0, ge=0, description="Faces whose variance of Laplacian (inner face square) is "
+                                 "below this are dropped as blurry.")
+    min_face_size: float = Field(default=40.0, ge=0, description="Faces smaller than this (source px) are dropped.")
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump(mode="json")
 
 
 def phash_ints(hashes: Any) -> np.ndarray:

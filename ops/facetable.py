@@ -7,7 +7,7 @@ it with `read_faces` (checks the version) or plain `pandas.read_parquet`.
 
 The format version is stored in the Parquet schema metadata under `swapline.facetable`.
 
-Columns (FORMAT_VERSION 1):
+Columns (FORMAT_VERSION 2):
     face_id            str     sha256(f"{source_sha}:{frame_index}:{face_index}")[:16]; stable
                                across re-runs with the same source and settings
     identity           str     the person this source is supposed to show
@@ -32,9 +32,13 @@ Columns (FORMAT_VERSION 1):
     phash              str     64 hex digits: imagehash.phash(hash_size=16) of the crop (256 bits)
     image              binary  PNG of the aligned RGB crop
     width, height      int32   crop size in px
+    embedding          list<float32>[128] dlib embedding of the face in its source image,
+                               computed where extraction embeds every face anyway (the
+                               identity filter, i.e. reference photos given); null otherwise
 
 Version history:
     1  first version.
+    2  `embedding` added. Version 1 tables read with it all null.
 """
 
 from __future__ import annotations
@@ -53,7 +57,10 @@ from swapline.ops.storage import atomic_file
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# The oldest format whose rows are still valid rows of this one (later versions only added
+# nullable columns): the face cache keys entries by it, so adding a column re-extracts nothing.
+ROWS_COMPATIBLE_SINCE = 1
 VERSION_KEY = b"swapline.facetable"
 
 
@@ -64,8 +71,9 @@ _COLUMN_TYPES = {
     "landmarks": "list<float32>", "matrix": "list<float64>", "face_size": "float64",
     "sharpness": "float64", "brightness": "float64", "contrast": "float64", "yaw": "float64",
     "pitch": "float64", "roll": "float64", "identity_distance": "float64", "phash": "string",
-    "image": "binary", "width": "int32", "height": "int32",
+    "image": "binary", "width": "int32", "height": "int32", "embedding": "list<float32>",
 }
+OPTIONAL_COLUMNS = ("embedding",)  # absent from older tables: read as nulls
 COLUMNS: tuple[str, ...] = tuple(_COLUMN_TYPES)
 
 
@@ -106,6 +114,7 @@ class FaceRecord:
     image: np.ndarray | bytes  # RGB uint8 crop, or its PNG
     width: int
     height: int
+    embedding: np.ndarray | None = None  # (128,) float32 when extraction embedded the face
 
     def row(self) -> dict[str, Any]:
         """The record as one table row (lists and PNG bytes)."""
@@ -114,6 +123,7 @@ class FaceRecord:
         row["landmarks"] = np.asarray(self.landmarks, dtype=np.float32).reshape(-1).tolist()
         row["matrix"] = np.asarray(self.matrix, dtype=np.float64).reshape(-1).tolist()
         row["image"] = self.image if isinstance(self.image, bytes) else encode_png(self.image)
+        row["embedding"] = None if self.embedding is None else np.asarray(self.embedding, np.float32).reshape(-1).tolist()
         return row
 
 
@@ -155,7 +165,7 @@ def write_table(path: Path, table: Any) -> int:
     """Write a DataFrame read by `read_faces` (e.g. a filtered faceset) back in the same format."""
     columns = {}
     for name in COLUMNS:
-        values = table[name].tolist()
+        values = table[name].tolist() if name in table else [None] * len(table)
         columns[name] = [v.tolist() if isinstance(v, np.ndarray) else v for v in values]
     return _write_columns(path, columns)
 
@@ -192,8 +202,13 @@ def read_faces(path: Path, with_images: bool = True) -> Any:
             f"{path} is face table format {version}, newer than this swapline reads "
             f"({FORMAT_VERSION}); upgrade swapline or rebuild the faces"
         )
-    columns = [c for c in COLUMNS if with_images or c != "image"]
-    return pq.read_table(path, columns=columns).to_pandas()
+    present = set(pq.read_schema(path).names)
+    columns = [c for c in COLUMNS if (with_images or c != "image") and c in present]
+    frame = pq.read_table(path, columns=columns).to_pandas()
+    for name in OPTIONAL_COLUMNS:  # an older table: the column it predates, all null
+        if name not in frame:
+            frame[name] = None
+    return frame[[c for c in COLUMNS if with_images or c != "image"]]
 
 
 def _settings(analyzer: faces.FaceAnalyzer | faces.AnalyzerSettings) -> faces.AnalyzerSettings:
@@ -237,6 +252,7 @@ def make_record(
     timestamp: float,
     photo: str = "",
     identity_distance: float = math.nan,
+    embedding: np.ndarray | None = None,
 ) -> FaceRecord:
     """Align one detected face and measure it: the full row of the face table."""
     settings = _settings(analyzer)
@@ -262,6 +278,7 @@ def make_record(
         image=crop,
         width=int(crop.shape[1]),
         height=int(crop.shape[0]),
+        embedding=None if embedding is None else np.asarray(embedding, np.float32).reshape(128),
         **crop_metrics(crop, padding),
     )
 
@@ -296,9 +313,10 @@ def extract_from_image(
     records: list[FaceRecord] = []
     rejected = 0
     for face_index, face in enumerate(detected):
-        distance = math.nan
+        distance, embedding = math.nan, None
         if reference is not None:
-            distance = faces.embedding_distance(analyzer.embed(image, face), reference)
+            embedding = analyzer.embed(image, face)  # (128,) kept with the face: the faceset reuses it
+            distance = faces.embedding_distance(embedding, reference)
             if distance > max_distance:
                 rejected += 1
                 continue
@@ -306,7 +324,7 @@ def extract_from_image(
             make_record(
                 image, face, analyzer=analyzer, identity=identity, source=source,
                 source_sha=source_sha, frame_index=frame_index, face_index=face_index,
-                timestamp=timestamp, photo=photo, identity_distance=distance,
+                timestamp=timestamp, photo=photo, identity_distance=distance, embedding=embedding,
             )
         )
     stats = {"detected": len(detected), "too_small": n_small, "rejected_identity": rejected, "kept": len(records)}

@@ -1,5 +1,12 @@
 """Is a faceset one person? Without reference photos, a talk-show source silently mixes in
-guests; this samples the faces' embeddings and reports the ones far from the majority."""
+guests; this samples the faces' embeddings and reports the ones far from the majority.
+
+The same sample is every identity embedding of a faceset: the faceset asset stores it as
+`embeddings.npy` (EMBEDDINGS) beside faceset.parquet, and the purity check, the model
+evaluation's centroids and conversion's identity gate all read it (faceset_embeddings), so a
+face is embedded once: by extraction when reference photos made it embed every face (the face
+table's `embedding` column), else once per content in the embedding cache.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +24,9 @@ from swapline.ops.storage import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
-SAMPLE = 64  # embeddings cost ~60 ms each on CPU: a sample is enough to see a second person
+SAMPLE = 64  # embeddings cost ~60 ms each on CPU: enough to see a second person, for a stable
+#             centroid (evaluation used 32) and as identity-gate references (conversion used 24)
+EMBEDDINGS = "embeddings.npy"  # in a faceset folder: structured rows (face_id, embedding (128,))
 MIXED_SHARE = 0.1  # more than this share of far-away faces means several people
 
 
@@ -43,6 +52,9 @@ def sample_embeddings(analyzer, table, limit: int = SAMPLE, cache_dir: Path | No
 
 
 def _cached_embedding(analyzer, row, cache_dir: Path | None) -> np.ndarray:
+    stored = getattr(row, "embedding", None)
+    if stored is not None and len(stored) == 128:  # extraction's identity filter embedded it already
+        return np.asarray(stored, np.float32)
     if cache_dir is None:
         return crop_embedding(analyzer, decode_image(row.image), row.landmarks, row.matrix)
     # Keyed by exactly what the embedding is computed from: the crop and its landmarks.
@@ -79,3 +91,46 @@ def purity(face_ids: list[str], embeddings: np.ndarray, max_distance: float) -> 
         "outliers": [face_ids[i] for i in np.flatnonzero(far)[:8]],
         "several_people": share > MIXED_SHARE,
     }
+
+
+def _records(face_ids: list[str], embeddings: np.ndarray) -> np.ndarray:
+    width = max((len(i) for i in face_ids), default=1)
+    rows = np.zeros(len(face_ids), dtype=[("face_id", f"U{width}"), ("embedding", "<f4", (128,))])
+    rows["face_id"], rows["embedding"] = face_ids, np.asarray(embeddings, np.float32).reshape(-1, 128)
+    return rows
+
+
+def write_embeddings(folder: Path, face_ids: list[str], embeddings: np.ndarray) -> Path:
+    """The sample's embeddings as `folder`/EMBEDDINGS. .npy, not .npz: a zip stamps the time
+    into its entries, and the same faces must give the same bytes (the artifact version)."""
+    buffer = io.BytesIO()
+    np.save(buffer, _records(face_ids, embeddings), allow_pickle=False)
+    return atomic_write_bytes(Path(folder) / EMBEDDINGS, buffer.getvalue())
+
+
+def read_embeddings(folder: Path) -> tuple[list[str], np.ndarray] | None:
+    """(face ids, embeddings (K, 128) float32) stored in a faceset folder; None when it has none."""
+    path = Path(folder) / EMBEDDINGS
+    if not path.is_file():
+        return None
+    rows = np.load(path, allow_pickle=False)
+    return [str(i) for i in rows["face_id"]], np.ascontiguousarray(rows["embedding"], np.float32).reshape(-1, 128)
+
+
+def faceset_embeddings(folder: Path, analyzer, cache_dir: Path | None = None) -> tuple[list[str], np.ndarray]:
+    """(face ids, embeddings (K, 128)) of a faceset folder's sample: the stored file, or, for
+    a faceset built before it was stored, the same sample computed through the cache."""
+    from swapline.ops.facetable import read_faces
+
+    stored = read_embeddings(folder)
+    if stored is not None:
+        return stored
+    logger.info("%s has no %s (an older faceset): embedding its sample", folder, EMBEDDINGS)
+    return sample_embeddings(analyzer, read_faces(Path(folder) / "faceset.parquet"), cache_dir=cache_dir)
+
+
+def faceset_reference_embeddings(faceset_dir: Path, analyzer, cache_dir: Path | None = None) -> np.ndarray | None:
+    """(K, 128) embeddings of the person a faceset shows, for conversion's IdentityGate;
+    None when the faceset has no faces."""
+    _, embeddings = faceset_embeddings(faceset_dir, analyzer, cache_dir)
+    return embeddings if len(embeddings) else None

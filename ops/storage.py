@@ -9,11 +9,14 @@ Every artifact of an asset partition lives in its own folder:
 A writer builds into a temp folder beside the final one, names it after a hash of its
 content, renames it into place, then atomically replaces `current.json`. A crash at any
 point leaves the previous `current.json` and its folder intact. Readers follow
-`current.json`, never "the latest file in a folder".
+`current.json` (or the version Dagster recorded), never "the latest file in a folder".
+Publishing deletes no version: `swapline gc` (ops/retention.py) removes the ones nothing
+needs any more.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -29,6 +32,7 @@ from typing import Any, Callable, Iterator
 logger = logging.getLogger(__name__)
 
 POINTER = "current.json"
+ORPHAN_AGE_S = 6 * 3600  # a temp folder this old has no live writer
 _CHUNK = 1 << 20
 
 
@@ -145,36 +149,55 @@ class ArtifactStore:
 
     def publish(self, location: Path, build: Callable[[Path], Any]) -> Published:
         """Run `build(tmp_dir)`, then publish tmp_dir as the current version of `location`;
-        the version is the hash of what `build` wrote."""
+        the version is the hash of what `build` wrote. Earlier versions stay: a run may still be
+        reading one, and the UI's older materializations name them (`swapline gc` reclaims them)."""
         location.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=location, prefix=".tmp-"))
         try:
             build(tmp)
             version = tree_hash(tmp)[:32]
             final = location / f"v-{version}"
-            if final.exists():
-                shutil.rmtree(tmp)  # identical content is already published
-            else:
-                os.replace(tmp, final)
+            _place(tmp, final)
             _fsync_dir(location)
             atomic_write_json(location / POINTER, {"version": version, "dir": final.name, "at": time.time()})
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        self._collect_garbage(location, keep=final.name)
+        _sweep_orphans(location)
         return Published(version=version, path=final)
 
-    @staticmethod
-    def _collect_garbage(location: Path, keep: str) -> None:
-        # Older versions and temp folders left by crashed writers; the pointer no longer names them.
-        # A temp folder is only swept once it is old enough that no live writer owns it.
-        stale_before = time.time() - 6 * 3600
-        for child in location.iterdir():
-            if not child.is_dir() or child.name == keep:
-                continue
-            orphan = child.name.startswith(".tmp-") and child.stat().st_mtime < stale_before
-            if child.name.startswith("v-") or orphan:
+
+def _place(tmp: Path, final: Path) -> None:
+    """Rename `tmp` to `final`, or, when `final` holds the same content already (published
+    before, or by a concurrent writer between our build and this rename), keep that one.
+    Either way `final`'s mtime becomes now: gc spares versions younger than its grace period,
+    so a version just (re)published is not removed under the pointer about to name it."""
+    while True:
+        try:
+            os.replace(tmp, final)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        else:
+            os.utime(final)
+            return
+        try:
+            os.utime(final)
+        except FileNotFoundError:
+            continue  # gc removed it between the rename and now: publish ours after all
+        shutil.rmtree(tmp)
+        return
+
+
+def _sweep_orphans(location: Path) -> None:
+    """Remove temp folders left by crashed writers, once old enough that no live writer owns one."""
+    stale_before = time.time() - ORPHAN_AGE_S
+    for child in location.iterdir():
+        try:
+            if child.name.startswith(".tmp-") and child.is_dir() and child.stat().st_mtime < stale_before:
                 shutil.rmtree(child, ignore_errors=True)
+        except FileNotFoundError:  # another writer's sweep or rename got there first
+            continue
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:

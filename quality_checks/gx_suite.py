@@ -39,8 +39,8 @@ def constraints(checks: Checks) -> dict[str, dict[str, float]]:
     """Column -> bounds, from the project's thresholds."""
     low, high = checks.brightness_range
     return {
-        "sharpness": {"min_value": checks.min_sharpness},
-        "face_size": {"min_value": checks.min_face_size},
+        "sharpness": {"min_value": checks.expected_sharpness},
+        "face_size": {"min_value": checks.expected_face_size},
         "brightness": {"min_value": low, "max_value": high},
         "yaw": {"min_value": -checks.max_abs_yaw, "max_value": checks.max_abs_yaw},
         "landmarks_in_box": {"min_value": checks.min_landmarks_in_box},

@@ -1,12 +1,12 @@
 """Does the rendered identity's faceset cover the target video's poses and lighting?
 
 A model draws only what it was shown: never a profile if its faces were all frontal, never a
-dim face if they were all well lit. These checks compare the faces sampled from a conversion's
-target video (the `target_video` artifact's target_faces.parquet) with the faceset of the
-identity whose face is rendered onto it.
+dim face if they were all well lit. These checks compare the faces of every frame of a
+conversion's target video (the `target_faces` table) with the faceset of the identity whose
+face is rendered onto it.
 
-Why an `@dg.multi_asset_check` on `<conversion>/target_video` (with the faceset as an
-additional dependency), not checks on `converted_video`: the target and the faceset are both
+Why an `@dg.multi_asset_check` on `<conversion>/target_faces` (with the faceset as an
+input), not checks on `converted_video`: the target and the faceset are both
 ready before the swap trains, and the fix (more footage of the rendered person) means
 retraining. Attached to converted_video the warning would come after hours on the GPU; here it
 comes when the target is collected. Both checks are WARN: a gap makes the swap worse, it does
@@ -27,9 +27,10 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
+from swapline.ops.storage import Published
 from swapline.project import Checks, Project
 from swapline.quality_checks.pose import axis_counts, describe_bin
-from swapline.resources.storage import StorageResource
+from swapline.resources.storage import artifact_input
 
 # head_pose is good to ~10 degrees: a faceset face this close outside a bin still counts for it,
 # so a target at pitch 14 is not reported against a faceset at pitch 16.
@@ -44,7 +45,6 @@ LOW_PCT, HIGH_PCT = 5, 95  # the faceset's brightness range, robust to a few out
 # a faceset spanning 134..140 would otherwise flag a target at 131.
 BRIGHTNESS_MARGIN = 20.0
 MAX_OUTSIDE_SHARE = 0.2  # target faces outside that range that make it "darker/brighter"
-TARGET_FACES_FILE = "target_faces.parquet"
 
 POSE_DESCRIPTION = (
     "Warns when the target video shows head poses (yaw or pitch, 15-degree bins) that the rendered "
@@ -130,33 +130,23 @@ def evaluate_coverage(key: dg.AssetKey, faceset: Any, target: Any, who: str,
     return [pose_result(key, faceset, target, who, checks or Checks()), lighting_result(key, faceset, target, who)]
 
 
-def _unavailable(key: dg.AssetKey, why: str) -> list[dg.AssetCheckResult]:
-    return [dg.AssetCheckResult(check_name=name, asset_key=key, passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                metadata={"note": why}, description=why) for name in ("pose_coverage", "lighting_coverage")]
-
-
 def target_coverage_checks(project: Project, name: str) -> dg.AssetChecksDefinition:
     """The two coverage checks of one conversion's target against its rendered identity."""
     conversion = project.conversions[name]
     _, rendered = conversion.sides(project.swaps[conversion.swap])
-    key, faceset_key = dg.AssetKey([name, "target_video"]), dg.AssetKey([rendered, "faceset"])
+    key, faceset_key = dg.AssetKey([name, "target_faces"]), dg.AssetKey([rendered, "faceset"])
     specs = [dg.AssetCheckSpec(check, asset=key, additional_deps=[faceset_key], description=text)
              for check, text in (("pose_coverage", POSE_DESCRIPTION), ("lighting_coverage", LIGHT_DESCRIPTION))]
 
-    @dg.multi_asset_check(specs=specs, name=f"{name}_target_coverage")
-    def target_coverage(storage: StorageResource) -> Iterator[dg.AssetCheckResult]:
-        import pandas as pd
-
+    @dg.multi_asset_check(specs=specs, name=f"{name}_target_coverage",
+                          ins={"target_faces": artifact_input(key), "faceset": artifact_input(faceset_key)})
+    def target_coverage(target_faces: Published, faceset: Published) -> Iterator[dg.AssetCheckResult]:
         from swapline.ops.facetable import read_faces
+        from swapline.ops.target import TABLE, largest_faces, read_table
 
-        store = storage.store()
-        faceset = store.current_or_none(store.location(rendered, "faceset"))
-        target = store.current_or_none(store.location(name, "target_video"))
-        if faceset is None or target is None or not (target.path / TARGET_FACES_FILE).is_file():
-            missing = f"{rendered}/faceset" if faceset is None else f"{name}/target_video"
-            yield from _unavailable(key, f"{missing} is not materialized (with target faces) yet: materialize it, then re-run this check")
-            return
         table = read_faces(faceset.path / "faceset.parquet", with_images=False)
-        yield from evaluate_coverage(key, table, pd.read_parquet(target.path / TARGET_FACES_FILE), rendered, project.checks)
+        # Every frame's largest face: the one a conversion without references swaps, and in a
+        # one-person video the person shown.
+        yield from evaluate_coverage(key, table, largest_faces(read_table(target_faces.path / TABLE)), rendered, project.checks)
 
     return target_coverage

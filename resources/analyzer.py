@@ -18,15 +18,7 @@ class FaceAnalyzerResource(dg.ConfigurableResource):
     )
 
     def settings(self, extraction: Extraction) -> AnalyzerSettings:
-        return AnalyzerSettings(
-            backend=extraction.backend,
-            detector=extraction.detector,
-            upsample=extraction.upsample,
-            detect_scale=extraction.detect_scale,
-            min_face=extraction.min_face,
-            face_size=extraction.face_size,
-            flip_input=extraction.flip_input,
-        )
+        return AnalyzerSettings.of(extraction)
 
     def analyzer(self, extraction: Extraction, device: str = "cpu") -> FaceAnalyzer:
         """`device` (a TorchDevice's resolve()) runs FAN; the weights folder and the device are

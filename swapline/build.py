@@ -17,13 +17,14 @@ from swapline.assets.collect import source_files_asset, source_media_asset, targ
 from swapline.assets.convert import converted_video_asset
 from swapline.assets.curate import faceset_asset
 from swapline.assets.extract import aligned_faces_asset, frames_asset
+from swapline.assets.target import target_faces_asset
 from swapline.assets.train import face_model_asset
 from swapline.project import Project
 from swapline.quality_checks.target_checks import target_coverage_checks
 from swapline.resources.analyzer import FaceAnalyzerResource
 from swapline.resources.device import TorchDevice
 from swapline.resources.downloader import Downloader
-from swapline.resources.storage import StorageResource
+from swapline.resources.storage import INPUTS, ArtifactInputs, StorageResource
 
 STORAGE_ENV = "SWAPLINE_HOME"
 
@@ -40,7 +41,7 @@ def build_assets(project: Project) -> list[dg.AssetsDefinition | dg.SourceAsset]
             faceset_asset(project, identity),
         ]
     for name in project.conversions:
-        assets += [target_video_asset(project, name), target_coverage_checks(project, name)]
+        assets += [target_video_asset(project, name), target_faces_asset(project, name), target_coverage_checks(project, name)]
     assets += [face_model_asset(project, name) for name in project.swaps]
     assets += [converted_video_asset(project, name) for name in project.conversions]
     return assets
@@ -52,6 +53,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "torch_device": TorchDevice(),
         "face_analyzer": FaceAnalyzerResource(),
         "downloader": Downloader(),
+        INPUTS: ArtifactInputs(),
     }
 
 

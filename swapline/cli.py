@@ -1,5 +1,5 @@
 """`swapline` command line: run a project, validate it, report on its data, show and refresh what is
-stale, prepare a Dagster home."""
+stale, prepare a Dagster home, reclaim disk from old artifact versions."""
 
 from __future__ import annotations
 
@@ -15,10 +15,14 @@ from swapline.project import PROJECT_ENV, ProjectError, load_project, project_pa
 REPO_DEFAULT_HOME = ".swapline"
 
 
-def _env_defaults(project_file: Path) -> None:
-    """Artifacts and the Dagster instance live beside the project unless told otherwise."""
+def _home_defaults() -> None:
+    """Artifacts and the Dagster instance live in the working folder unless told otherwise."""
     os.environ.setdefault("SWAPLINE_HOME", str(Path.cwd() / REPO_DEFAULT_HOME))
     os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / ".dagster_home"))
+
+
+def _env_defaults(project_file: Path) -> None:
+    _home_defaults()
     os.environ[PROJECT_ENV] = str(project_file)
 
 
@@ -251,6 +255,18 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_gc(args) -> int:
+    """Remove artifact versions no recent materialization, pointer or running run needs; print
+    per folder what is freed (swapline/gc.py)."""
+    _home_defaults()
+    from swapline.gc import Policy, run_gc
+
+    if args.keep < 1:
+        print("error: --keep must be at least 1 (the latest materialization is what the next run reads)", file=sys.stderr)
+        return 2
+    return run_gc(Path(os.environ["SWAPLINE_HOME"]), Policy(keep=args.keep, grace_s=args.grace_minutes * 60), args.dry_run)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="swapline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -276,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="folder for preview.png and loss_curve.png")
     p.add_argument("--json", action="store_true", help="also print the numbers as one JSON line")
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("gc", help="reclaim disk: remove artifact versions nothing needs any more (prints what it frees)")
+    p.add_argument("--keep", type=int, default=3, metavar="N", help="versions of the last N materializations of each asset partition stay (default 3)")
+    p.add_argument("--grace-minutes", type=float, default=60.0, metavar="MINUTES", help="versions published less than this long ago stay (default 60)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be freed, delete nothing")
+    p.set_defaults(func=cmd_gc)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

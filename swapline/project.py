@@ -18,6 +18,13 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# The settings of each stage are defined once, by the ops that use them; the project file embeds them.
+from swapline.ops.convert_options import ConvertOptions as ConversionOptions
+from swapline.ops.faces import AnalyzerSettings
+from swapline.ops.faceset import FacesetSettings
+from swapline.ops.model_config import ModelConfig
+from swapline.ops.train_config import TrainConfig
+
 PROJECT_ENV = "SWAPLINE_PROJECT"
 DEFAULT_PROJECT = "swapline.yaml"
 SLUG = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -103,57 +110,29 @@ class Identity(_Strict):
 
 
 class Swap(_Strict):
+    """A swap to train. Model and training defaults are the ops' own (ModelConfig, TrainConfig)."""
+
     a: str = Field(description="Identity A.")
     b: str = Field(description="Identity B.")
-    resolution: Literal[64, 128, 256] = Field(default=64, description="Model face size in pixels.")
-    preset: Literal["lite", "original", "large"] = Field(default="lite", description="Network width.")
+    resolution: Literal[64, 128, 256] = Field(default=ModelConfig.resolution, description="Model face size in pixels.")
+    preset: Literal["lite", "original", "large"] = Field(default=ModelConfig.preset, description="Network width.")
     iterations: int = Field(default=20000, ge=1, description="Training steps in total (resumes count).")
-    batch_size: int = Field(default=16, ge=1, le=1024, description="Faces per identity per step.")
+    batch_size: int = Field(default=TrainConfig.batch_size, ge=1, le=1024, description="Faces per identity per step.")
     parent: str | None = Field(default=None, description="Another swap (same resolution and preset) whose trained model "
                                "this one starts from when it has no checkpoint of its own: training converges much sooner.")
     warm_start: Literal["encoder", "all"] = Field(default="encoder", description="What is taken from the parent: the "
                                                   "shared encoder only, or the decoders too (when the identities are alike).")
     max_minutes: float | None = Field(default=None, gt=0, description="Wall-clock budget of one training run; the "
                                       "next materialization resumes where it stopped. None: no budget.")
-    target_loss: float | None = Field(default=None, gt=0, description="Stop once both sides' mean training loss is at "
+    target_loss: float | None = Field(default=TrainConfig.target_loss, gt=0, description="Stop once both sides' mean training loss is at "
                                       "or below this. None: train to `iterations`.")
-    checkpoint_minutes: float = Field(default=10.0, gt=0, description="Minutes between work checkpoints (a crash loses "
+    checkpoint_minutes: float = Field(default=TrainConfig.checkpoint_minutes, gt=0, description="Minutes between work checkpoints (a crash loses "
                                       "at most this much training).")
-    compile: bool = Field(default=True, description="torch.compile the networks on CUDA (ignored on CPU, where it costs "
+    compile: bool = Field(default=TrainConfig.compile, description="torch.compile the networks on CUDA (ignored on CPU, where it costs "
                           "more than it saves).")
-    loss: Literal["l1", "mse"] = Field(default="l1", description="Masked reconstruction loss.")
-    ssim_weight: float = Field(default=0.5, ge=0, description="Weight of the (1 - SSIM) term; 0 turns it off.")
-    mask_weight: float = Field(default=0.5, ge=0, description="Weight of the learned mask's loss against the landmark hull.")
-
-
-class ConversionOptions(_Strict):
-    mask: Literal["hull", "learned", "intersection"] = Field(default="hull", description="Blend mask: the landmark hull, "
-                                                             "the model's learned mask, or their intersection.")
-    erosion: int = Field(default=0, ge=-32, le=32, description="Shrink (+) or grow (-) the mask by this many face px.")
-    feather: int = Field(default=9, ge=0, le=64, description="Width of the mask's soft edge, in face px.")
-    color_match: Literal["none", "mean_std", "histogram", "seamless"] = Field(
-        default="mean_std", description="Colour transfer: Lab mean/std (smoothed over time), histogram match, or "
-        "Poisson seamless clone.")
-    crf: int = Field(default=20, ge=0, le=51, description="H.264 quality (lower is better).")
-    mark_position: Literal["bottom_right", "bottom_left", "top_right", "top_left"] = Field(
-        default="bottom_right", description="Where the visible 'synthetic' mark goes (it cannot be turned off)."
-    )
-    smooth: bool = Field(default=True, description="Smooth landmarks (One Euro) and colour over time against jitter "
-                         "and flicker; false swaps each frame on its own, as the 2018 tools did.")
-    max_gap: int = Field(default=3, ge=0, le=30, description="Missed detections in a row bridged by interpolation.")
-    batch_size: int = Field(default=16, ge=1, le=1024, description="Faces per model call.")
-    start: float | None = Field(default=None, ge=0, description="Swap from this second on (earlier frames pass through).")
-    end: float | None = Field(default=None, gt=0, description="Swap until this second (later frames pass through).")
-    side_by_side: bool = Field(default=False, description="Preview mode: the original and the swap next to each other.")
-    identity_distance: float = Field(default=0.6, gt=0, le=2, description="Only faces within this embedding distance "
-                                     "of the replaced person's faceset are swapped; other people stay untouched.")
-    workers: int = Field(default=2, ge=1, le=64, description="Face detection threads.")
-
-    @model_validator(mode="after")
-    def _range(self) -> "ConversionOptions":
-        if self.start is not None and self.end is not None and self.end <= self.start:
-            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
-        return self
+    loss: Literal["l1", "mse"] = Field(default=TrainConfig.loss, description="Masked reconstruction loss.")
+    ssim_weight: float = Field(default=TrainConfig.ssim_weight, ge=0, description="Weight of the (1 - SSIM) term; 0 turns it off.")
+    mask_weight: float = Field(default=TrainConfig.mask_weight, ge=0, description="Weight of the learned mask's loss against the landmark hull.")
 
 
 class Conversion(_Strict):
@@ -171,20 +150,15 @@ class Conversion(_Strict):
         return (swap.a, swap.b) if self.direction == "a_to_b" else (swap.b, swap.a)
 
 
-class Extraction(_Strict):
-    backend: Literal["dlib", "fan", "auto"] = Field(default="auto", description="Landmarks: dlib (offline), FAN (needs its weights), auto = FAN when its weights are present.")
-    detector: Literal["hog", "cnn"] = Field(default="hog", description="dlib face detector: HOG (fast) or MMOD CNN.")
-    upsample: int = Field(default=0, ge=0, le=3, description="Detector upsampling passes (finds smaller faces, slower).")
-    detect_scale: float = Field(default=0.5, gt=0, le=1, description="Detect on the frame scaled by this; landmarks at full size.")
-    flip_input: bool = Field(default=False, description="FAN only: also run the mirrored face and average (slower, steadier).")
+class Extraction(AnalyzerSettings):
+    """`extraction:`: the face analyzer's settings (swapline.ops.faces.AnalyzerSettings, defined
+    there once) plus how frames are sampled and who is kept."""
+
     identity_distance: float = Field(default=0.6, gt=0, le=2, description="Max embedding distance to a reference photo to keep a face.")
     sample_fps: float = Field(default=20.0, gt=0, le=240, description="Frames per second sampled from videos.")
-    face_size: int = Field(default=256, ge=64, le=1024, description="Aligned face crop size in pixels.")
-    min_face: int = Field(default=40, ge=8, description="Faces smaller than this (source px) are dropped.")
     skip_similar: float = Field(default=1.0, ge=0, description="Skip frames whose mean abs difference is below this.")
     max_frames: int | None = Field(default=None, ge=1, description="Cap on frames sampled per video (None: all).")
     workers: int = Field(default=2, ge=0, le=256, description="Processes detecting faces in parallel, at most one per CPU core (0: one per core); changes speed, never results.")
-
 
 
 class Checks(_Strict):
@@ -198,8 +172,10 @@ class Checks(_Strict):
     yaw_bins: list[float] = Field(default=[-60, -45, -30, -15, 0, 15, 30, 45, 60], min_length=2, description="Yaw bin edges in degrees (yaw > 0: nose toward the image's right).")
     pitch_bins: list[float] = Field(default=[-45, -30, -15, 0, 15, 30, 45], min_length=2, description="Pitch bin edges in degrees (pitch > 0: face tilted up).")
     min_faces_per_bin: int = Field(default=5, ge=1, description="A pose bin with fewer faces than this counts as missing.")
-    min_sharpness: float = Field(default=30.0, ge=0, description="Per-face expectation: variance of Laplacian at least this.")
-    min_face_size: float = Field(default=64.0, ge=0, description="Per-face expectation: face size (source px) at least this.")
+    expected_sharpness: float = Field(default=30.0, ge=0, description="Per-face expectation: variance of Laplacian at least this "
+                                      "(a higher bar than curation.min_sharpness, below which faces are dropped).")
+    expected_face_size: float = Field(default=64.0, ge=0, description="Per-face expectation: face size (source px) at least this "
+                                      "(curation.min_face_size drops smaller ones).")
     brightness_range: tuple[float, float] = Field(default=(40.0, 220.0), description="Per-face expectation: mean luma within this range (dark faces train badly).")
     max_abs_yaw: float = Field(default=75.0, gt=0, description="Per-face expectation: |yaw| at most this (beyond, landmarks are unreliable).")
     min_landmarks_in_box: float = Field(default=0.9, ge=0, le=1, description="Per-face expectation: share of landmarks inside the detector box (grown by 25%).")
@@ -227,6 +203,7 @@ class Project(_Strict):
     swaps: dict[Name, Swap] = Field(default_factory=dict)
     conversions: dict[Name, Conversion] = Field(default_factory=dict)
     extraction: Extraction = Field(default_factory=Extraction)
+    curation: FacesetSettings = Field(default_factory=FacesetSettings, description="How each faceset is filtered and deduplicated.")
     checks: Checks = Field(default_factory=Checks, description="Thresholds of the faceset data checks.")
     collect_schedule: str = Field(default="0 3 * * *", description="Cron for re-running collection (daily by default).")
 
@@ -259,6 +236,16 @@ class Project(_Strict):
 
     def source_keys(self, identity: str) -> dict[str, Source]:
         return {src.key(identity): src for src in self.identities[identity].sources}
+
+    def source_showing(self, conversion: str) -> tuple[str, str] | None:
+        """(identity, source key) of a source that is the same video as the conversion's target
+        (the same file or URL), whose extracted faces the target's analysis reuses; else None."""
+        video = self.conversions[conversion].video
+        for identity in self.identities:
+            for key, src in self.source_keys(identity).items():
+                if src.kind != "photos" and str(src.url or src.video) == video:
+                    return identity, key
+        return None
 
 
 def project_path(explicit: str | Path | None = None) -> Path:

@@ -50,11 +50,12 @@ def plan(project: Project) -> list[Step]:
             steps.append(Step(f"{identity}/{key}", keys, key))
         steps.append(Step(f"{identity}/faceset", [dg.AssetKey([identity, "faceset"])]))
     # A faceset still builds from the sources that worked; later stages need their inputs.
-    steps += [Step(f"{name}/target_video", [dg.AssetKey([name, "target_video"])]) for name in project.conversions]
+    steps += [Step(f"{name}/target", [dg.AssetKey([name, "target_video"]), dg.AssetKey([name, "target_faces"])])
+              for name in project.conversions]
     steps += [Step(f"{name}/face_model", [dg.AssetKey([name, "face_model"])], after=(f"{s.a}/faceset", f"{s.b}/faceset"))
               for name, s in project.swaps.items()]
     steps += [Step(f"{name}/converted_video", [dg.AssetKey([name, "converted_video"])],
-                   after=(f"{c.swap}/face_model", f"{name}/target_video")) for name, c in project.conversions.items()]
+                   after=(f"{c.swap}/face_model", f"{name}/target")) for name, c in project.conversions.items()]
     return steps
 
 

@@ -92,7 +92,7 @@ def test_gx_reports_failing_share_and_examples(media_dir, swapline_home, instanc
     store = ArtifactStore(swapline_home)
     table = read_faces(store.current(store.location("b1", "faceset")).path / "faceset.parquet", with_images=False)
     bar = float(table["sharpness"].median())
-    outcome = gx_suite.validate_faces(table, Checks(min_sharpness=bar, min_faces=5))
+    outcome = gx_suite.validate_faces(table, Checks(expected_sharpness=bar, min_faces=5))
     blurry = set(table.loc[table["sharpness"] < bar, "face_id"])
     sharpness = outcome["per_column"]["sharpness"]
     assert not outcome["success"] and not sharpness["passed"]

@@ -26,7 +26,7 @@ def test_url_source_downloaded_by_yt_dlp_from_localhost(media_dir, swapline_home
     manifest = published.manifest()
     assert manifest["kind"] == "url" and manifest["sha256"] == sha256_file(media_dir / "single_face.mp4")
     assert sha256_file(published.path / manifest["file"]) == manifest["sha256"]
-    assert (swapline_home / "ben" / "download-archive.txt").read_text().strip()  # yt-dlp recorded it
+    assert (swapline_home / "ben" / "source_media" / "download-archive.txt").read_text().strip()  # yt-dlp recorded it
 
     # Collected again with the artifact in place: kept, not downloaded, and the same data version.
     def version(run):

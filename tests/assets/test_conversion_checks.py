@@ -1,7 +1,9 @@
-"""target_video samples its faces, and its coverage checks run in a real Dagster instance
-against the rendered identity's faceset: real demo frames, written as target videos."""
+"""target_faces analyses every frame of a target, and its coverage checks run in a real Dagster
+instance against the rendered identity's faceset: real demo frames, written as target videos."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -13,19 +15,22 @@ from swapline.ops.faces import AnalyzerSettings, FaceAnalyzer
 from swapline.ops.facetable import extract_from_image, write_faces
 from swapline.ops.media import write_video
 from swapline.ops.storage import ArtifactStore
-from swapline.quality_checks.target_checks import TARGET_FACES_FILE
+from swapline.resources.storage import artifact_metadata
 from tests.conftest import CONSENT
 from tests.quality_checks.test_target_checks import DARK, segment_frames
 
 TARGET_FPS = 8  # the segments' frames played slower: ~4 s clips, ~18 faces sampled at 4 fps
 
 
-def publish_faceset(store: ArtifactStore, identity: str, frames: dict[int, np.ndarray]) -> None:
-    """A faceset of real faces, published where the faceset asset would put it."""
+def publish_faceset(store: ArtifactStore, instance, identity: str, frames: dict[int, np.ndarray]) -> None:
+    """A faceset of real faces, published where the faceset asset would put it and recorded in
+    the instance (as a materialization reported from outside a run): inputs load what Dagster recorded."""
     analyzer = FaceAnalyzer(AnalyzerSettings(backend="dlib", face_size=96))
     records = [r for i, f in frames.items() for r in extract_from_image(
         analyzer, f, identity=identity, source="test", source_sha=str(i), frame_index=i, timestamp=0.0)[0][:1]]
-    store.publish(store.location(identity, "faceset"), lambda tmp: write_faces(tmp / "faceset.parquet", records))
+    published = store.publish(store.location(identity, "faceset"), lambda tmp: write_faces(tmp / "faceset.parquet", records))
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        dg.AssetKey([identity, "faceset"]), metadata=artifact_metadata(published)))
 
 
 @pytest.fixture
@@ -43,8 +48,8 @@ def coverage_run(media_dir, swapline_home, instance, write_project, tmp_path):
         "extraction": {"face_size": 96},
     })
     store = ArtifactStore(swapline_home)
-    publish_faceset(store, "ben", frames["faceset"])  # ben's face is rendered (a_to_b)
-    keys = [dg.AssetKey([name, "target_video"]) for name in clips]
+    publish_faceset(store, instance, "ben", frames["faceset"])  # ben's face is rendered (a_to_b)
+    keys = [dg.AssetKey([name, stage]) for name in clips for stage in ("target_video", "target_faces")]
     result = dg.materialize(build_assets(project), selection=keys, instance=instance, resources=default_resources())
     assert result.success
     return result, store
@@ -52,16 +57,19 @@ def coverage_run(media_dir, swapline_home, instance, write_project, tmp_path):
 
 def check_result(result, conversion: str, check: str):
     (evaluation,) = [e for e in result.get_asset_check_evaluations()
-                     if e.asset_key == dg.AssetKey([conversion, "target_video"]) and e.check_name == check]
+                     if e.asset_key == dg.AssetKey([conversion, "target_faces"]) and e.check_name == check]
     return evaluation
 
 
-def test_target_faces_sampled_and_coverage_checked(coverage_run):
+def test_target_faces_analysed_and_coverage_checked(coverage_run):
     result, store = coverage_run
-    faces = pd.read_parquet(store.current(store.location("turned", "target_video")).path / TARGET_FACES_FILE)
+    (materialization,) = [m for m in result.asset_materializations_for_node("turned__target_faces")]
+    faces = pd.read_parquet(Path(materialization.metadata["table"].value))
     assert len(faces) >= 10 and faces["yaw"].median() < -20  # the turned head, found by the asset itself
-    (materialization,) = [m for m in result.asset_materializations_for_node("turned__target_video")]
-    assert materialization.metadata["target_faces"].value == len(faces)
+    assert materialization.metadata["faces"].value == len(faces)
+    # Every frame decoded once and analysed (no sample), one track, embedded when it appeared.
+    assert materialization.metadata["frames"].value == materialization.metadata["detections_run"].value
+    assert faces["embedding"].notna().sum() == materialization.metadata["embeddings"].value >= 1
 
     turned = check_result(result, "turned", "pose_coverage")
     assert not turned.passed and turned.severity == dg.AssetCheckSeverity.WARN

@@ -5,8 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from swapline.assets.convert import converted_video_asset
-from swapline.build import default_resources
+from swapline.build import build_assets, default_resources
 from swapline.ops.convert import ConsentError, require_consent
 from tests.conftest import CONSENT
 
@@ -30,8 +29,14 @@ def test_conversion_asset_refuses_without_consent(media_dir, swapline_home, inst
     identities = dict(project.identities)
     identities["anna"] = identities["anna"].model_copy(update={"consent": None})
     unconsented = project.model_copy(update={"identities": identities})
-    asset = converted_video_asset(unconsented, "c")
-    result = dg.materialize([asset], instance=instance, resources=default_resources(), raise_on_error=False)
+    # Its inputs exist (recorded materializations of empty artifact folders): what stops it is consent.
+    for key in (["ab", "face_model"], ["c", "target_video"], ["c", "target_faces"], ["ben", "faceset"]):
+        folder = swapline_home.parent / "upstream" / "_".join(key) / "v-0"
+        folder.mkdir(parents=True)
+        instance.report_runless_asset_event(dg.AssetMaterialization(key, metadata={"artifact": dg.MetadataValue.path(str(folder))}))
+    assets = build_assets(unconsented)
+    key = dg.AssetKey(["c", "converted_video"])
+    result = dg.materialize(assets, selection=[key], instance=instance, resources=default_resources(), raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     error = failure.step_failure_data.error

@@ -86,8 +86,13 @@ def test_demo_graph_end_to_end(media_dir, swapline_home, instance, write_project
     metadata = record.asset_materialization.metadata
     assert "original | swapped" in metadata["preview"].value and metadata["realtime_factor"].value > 0
     assert set(metadata["stage_seconds"].value) == {"decode", "detect", "infer", "blend", "encode"}
-    # The target is also ben's training source: the frames extraction analysed are not detected again.
-    assert 0 < metadata["detections_cached"].value < 72
+    # Conversion detects nothing: target_faces analysed the target once, and since the target is
+    # also ben's training source, the frames extraction analysed were not detected again there.
+    assert metadata["detections_run"].value == 0
+    (record,) = instance.fetch_materializations(dg.AssetKey(["ben_as_anna", "target_faces"]), limit=1).records
+    analysed = record.asset_materialization.metadata
+    assert analysed["frames"].value == 72 and analysed["seeded"].value > 0
+    assert analysed["detections_run"].value + analysed["seeded"].value == 72
 
     sidecar = json.loads((published.path / "ben_as_anna.provenance.json").read_text())
     assert sidecar["synthetic"] is True and sidecar["face_rendered"] == "anna"
@@ -105,7 +110,7 @@ def test_demo_graph_end_to_end(media_dir, swapline_home, instance, write_project
         assert evaluation.passed, (name, evaluation.metadata)
     # The target's poses and light were compared with anna's faceset (rendered: b_to_a) before training.
     for name in ("pose_coverage", "lighting_coverage"):
-        evaluation = latest_check(instance, ["ben_as_anna", "target_video"], name)
+        evaluation = latest_check(instance, ["ben_as_anna", "target_faces"], name)
         assert evaluation.severity == dg.AssetCheckSeverity.WARN and evaluation.metadata["faceset_faces"].value > 0
 
     # Re-collecting an unchanged source gives the same data version: downstream stays fresh.
@@ -120,3 +125,16 @@ def test_demo_graph_end_to_end(media_dir, swapline_home, instance, write_project
     before = latest_version(instance, faceset)
     assert dg.materialize(build_assets(project), selection=[faceset], instance=instance, resources=default_resources()).success
     assert latest_version(instance, faceset) == before
+
+    # More training, then a re-render: the target is decoded once more (to paint), nothing is
+    # detected, and its analysis is not redone (target_faces stays as it was).
+    data = tiny_project(media_dir)
+    data["swaps"]["ab"]["iterations"] = 50
+    more, _ = write_project(data)
+    video = dg.AssetKey(["ben_as_anna", "converted_video"])
+    assert dg.materialize(build_assets(more), selection=[dg.AssetKey(["ab", "face_model"]), video], instance=instance,
+                          resources=default_resources()).success
+    records = instance.fetch_materializations(video, limit=5).records
+    assert len(records) == 2 and records[0].asset_materialization.metadata["detections_run"].value == 0
+    assert records[0].asset_materialization.metadata["frames"].value == 72
+    assert len(instance.fetch_materializations(dg.AssetKey(["ben_as_anna", "target_faces"]), limit=5).records) == 1

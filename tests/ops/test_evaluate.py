@@ -125,3 +125,41 @@ def test_pose_preservation_on_real_faces(demo_pair):
     same = ev.pose_preservation(d["analyzer"], _Echo(ModelConfig()), fa, pa, "b")
     assert same["landmark_error_iod"] < 0.02 and same["yaw_diff"] < 1.0
     assert swapped["landmark_error_iod"] > 2 * same["landmark_error_iod"]
+
+
+def test_held_out_faces_come_from_the_decoded_faceset_and_centroids_from_its_sample(media_dir, tmp_path):
+    """evaluate's inputs: the held-out rows of the memory-mapped faceset, and the centroid of
+    the faceset's stored embedding sample without the held-out faces, computing nothing."""
+    from swapline.ops import facetable
+    from swapline.ops.identity import write_embeddings
+
+    analyzer = FaceAnalyzer(AnalyzerSettings(face_size=128))
+    records = []
+    for index, frame in sorted(video_frames(media_dir / "WolfgangLanger_Pexels.mp4", list(range(0, 200, 10))).items()):
+        records += extract_from_image(analyzer, frame, identity="x", source="s", source_sha="0", frame_index=index,
+                                      timestamp=0.0)[0]
+    facetable.write_faces(tmp_path / "faceset.parquet", records)
+    ids = [r.face_id for r in records]
+    stored = np.stack([analyzer.embed(r.image, facetable_face(r)) for r in records])  # (N, 128)
+    write_embeddings(tmp_path, ids, stored)
+
+    class NoEmbedding:
+        def embed(self, *args):
+            raise AssertionError("embedded although the faceset stores its sample")
+
+    loaded = ev._load(tmp_path, 0.2, 0, NoEmbedding(), None)
+    _, val = ev.split_holdout(len(records), 0.2, 0)
+    np.testing.assert_array_equal(loaded["val"], np.stack([records[i].image for i in val]))
+    np.testing.assert_allclose(loaded["val_points"], np.stack([ev.crop_points(records[i].landmarks, records[i].matrix) for i in val]),
+                               atol=1e-4)
+    train_rows = [i for i in range(len(records)) if i not in set(val)]
+    np.testing.assert_allclose(loaded["centroid"], stored[train_rows].mean(0), atol=1e-6)
+    assert not np.allclose(loaded["centroid"], stored.mean(0), atol=1e-6)  # the held-out faces made a difference
+
+
+def facetable_face(record):
+    """The record's face as a detection in its own crop, for embedding the crop."""
+    from swapline.ops.faces import DetectedFace
+
+    points = ev.crop_points(record.landmarks, record.matrix)
+    return DetectedFace(bbox=ev._box(points, record.image.shape[0]), landmarks=points, score=1.0)

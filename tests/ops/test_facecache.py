@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -79,7 +78,7 @@ def test_a_hit_is_rewritten_for_the_frame_that_asks(frames, analyzer, tmp_path):
 
 def test_settings_and_references_have_their_own_entries(frames, analyzer, tmp_path):
     run(frames, analyzer, cache=facecache.FaceCache(tmp_path, analyzer, None, 0.6))
-    finer = FaceAnalyzer(replace(analyzer.settings, detect_scale=1.0))
+    finer = FaceAnalyzer(analyzer.settings.model_copy(update={"detect_scale": 1.0}))
     _, stats = run(frames, finer, cache=facecache.FaceCache(tmp_path, finer, None, 0.6))
     assert stats["cache_hits"] == 0 and stats["detections_run"] == 6
     reference = np.ones((1, 128), dtype=np.float32)

@@ -81,7 +81,7 @@ def test_round_trip_with_pandas(tmp_path, records):
         assert row.phash == record.phash
         assert row.image == facetable.encode_png(record.image)
         np.testing.assert_array_equal(facetable.decode_image(row.image), record.image)
-    assert pq.read_schema(path).metadata[facetable.VERSION_KEY] == b"1"
+    assert pq.read_schema(path).metadata[facetable.VERSION_KEY] == str(facetable.FORMAT_VERSION).encode()
     assert not [p for p in tmp_path.iterdir() if p.name != "faces.parquet"]  # no temp left
 
 
@@ -104,8 +104,9 @@ def test_newer_format_is_refused_by_name(tmp_path, records):
     path = tmp_path / "future.parquet"
     facetable.write_faces(path, records[:1])
     table = pq.read_table(path)
-    pq.write_table(table.replace_schema_metadata({facetable.VERSION_KEY: b"2"}), path)
-    with pytest.raises(ValueError, match="future.parquet.*format 2"):
+    newer = facetable.FORMAT_VERSION + 1
+    pq.write_table(table.replace_schema_metadata({facetable.VERSION_KEY: str(newer).encode()}), path)
+    with pytest.raises(ValueError, match=f"future.parquet.*format {newer}"):
         facetable.read_faces(path)
     pq.write_table(table.replace_schema_metadata({}), path)
     with pytest.raises(ValueError, match="not a swapline face table"):
@@ -160,3 +161,36 @@ def test_filtered_table_written_back_reads_identically(tmp_path, records):
     assert list(again["face_id"]) == list(subset["face_id"]) and list(again["image"]) == list(subset["image"])
     assert np.array_equal(np.stack(again["landmarks"]), np.stack(subset["landmarks"]))
     assert facetable.table_version(tmp_path / "subset.parquet") == facetable.FORMAT_VERSION
+
+
+def test_identity_filter_keeps_each_face_embedding(tmp_path, analyzer, woman, man):
+    """With reference photos every face is embedded to filter it: the table keeps that
+    embedding (so the faceset need not embed it again); without them none is computed."""
+    frame = woman[1]
+    reference = analyzer.embed(woman[0], analyzer.detect(woman[0])[0])[None, :]
+    kw = dict(identity="anna", source="s", source_sha="e" * 64, frame_index=3, timestamp=0.1)
+    filtered, _ = facetable.extract_from_image(analyzer, frame, reference=reference, **kw)
+    plain, _ = facetable.extract_from_image(analyzer, frame, **kw)
+    assert plain[0].embedding is None and filtered[0].embedding.shape == (128,)
+    expected = analyzer.embed(frame, analyzer.detect(frame)[0])
+    np.testing.assert_allclose(filtered[0].embedding, expected, atol=1e-6)
+    path = tmp_path / "faces.parquet"
+    facetable.write_faces(path, filtered + plain)
+    table = facetable.read_faces(path)
+    np.testing.assert_allclose(np.asarray(table["embedding"][0], np.float32), expected, atol=1e-6)
+    assert table["embedding"][1] is None
+    facetable.write_table(tmp_path / "again.parquet", table)  # a faceset written back keeps them
+    np.testing.assert_array_equal(facetable.read_faces(tmp_path / "again.parquet")["embedding"][0], table["embedding"][0])
+
+
+def test_version_1_table_reads_without_embeddings(tmp_path, records):
+    """A table written before the embedding column (format 1) still reads, the column null."""
+    path = tmp_path / "old.parquet"
+    facetable.write_faces(path, records)
+    table = pq.read_table(path)
+    old = table.drop(["embedding"]).replace_schema_metadata({facetable.VERSION_KEY: b"1"})
+    pq.write_table(old, path)
+    read = facetable.read_faces(path)
+    assert list(read.columns) == list(facetable.COLUMNS) and read["embedding"].isna().all()
+    assert list(read["face_id"]) == [r.face_id for r in records]
+    assert facetable.write_table(tmp_path / "rewritten.parquet", read.drop(columns=["embedding"])) == len(records)

@@ -7,7 +7,7 @@ import pytest
 
 from swapline.ops import facetable
 from swapline.ops.faces import AnalyzerSettings, FaceAnalyzer
-from swapline.ops.identity import purity, sample_embeddings
+from swapline.ops.identity import EMBEDDINGS, faceset_embeddings, purity, read_embeddings, sample_embeddings, write_embeddings
 from tests.conftest import video_frames
 
 
@@ -55,19 +55,51 @@ def test_purity_flags_a_mixed_faceset_and_passes_a_clean_one(tmp_path, analyzer,
     assert report["several_people"] is True and set(report["outliers"]) == man_ids  # 3 of 7 are the man
 
 
+class NoEmbedding:  # where every embedding is known already, nothing may be computed
+    def embed(self, *args):
+        raise AssertionError("embedding recomputed despite the cache")
+
+
 def test_embedding_sample_is_cached_and_stable_when_faces_are_added(tmp_path, analyzer, clips):
     woman, _ = clips
     recs = records(analyzer, woman, "anna", "a")
     facetable.write_faces(tmp_path / "t.parquet", recs)
     table = facetable.read_faces(tmp_path / "t.parquet")
     ids, first = sample_embeddings(analyzer, table.iloc[:3], cache_dir=tmp_path / "cache")
-
-    class NoEmbedding:  # a second pass over the same faces must not compute anything
-        def embed(self, *args):
-            raise AssertionError("embedding recomputed despite the cache")
-
     again_ids, again = sample_embeddings(NoEmbedding(), table.iloc[:3], cache_dir=tmp_path / "cache")
     assert again_ids == ids and np.array_equal(again, first)
     # Adding a face keeps the sample of the others (hash order), so only the new face is embedded.
     grown_ids, _ = sample_embeddings(analyzer, table, limit=3, cache_dir=tmp_path / "cache")
     assert len(set(grown_ids) & set(ids)) >= 2
+
+
+def test_embeddings_from_the_identity_filter_are_reused(tmp_path, analyzer, clips):
+    woman, _ = clips
+    reference = analyzer.embed(woman[0], analyzer.detect(woman[0])[0])[None, :]
+    recs = records(analyzer, woman, "anna", "a", reference=reference)
+    facetable.write_faces(tmp_path / "t.parquet", recs)
+    ids, embeddings = sample_embeddings(NoEmbedding(), facetable.read_faces(tmp_path / "t.parquet"))
+    by_id = {r.face_id: r.embedding for r in recs}
+    assert len(ids) == len(recs) and np.array_equal(embeddings, np.stack([by_id[i] for i in ids]))
+
+
+def test_faceset_embeddings_are_stored_once_and_read_back(tmp_path, analyzer, clips):
+    from swapline.ops.detections import faceset_references
+
+    woman, _ = clips
+    folder = tmp_path / "faceset"
+    facetable.write_faces(folder / "faceset.parquet", records(analyzer, woman, "anna", "a"))
+    # An older faceset without the file: the same sample is computed (through the cache).
+    computed = faceset_embeddings(folder, analyzer, tmp_path / "cache")
+    assert len(computed[0]) == 4 and computed[1].shape == (4, 128)
+    write_embeddings(folder, *computed)
+    first = (folder / EMBEDDINGS).read_bytes()
+    write_embeddings(folder, *computed)
+    assert (folder / EMBEDDINGS).read_bytes() == first  # same faces, same bytes: the faceset version is stable
+    ids, stored = read_embeddings(folder)
+    assert ids == computed[0] and stored.dtype == np.float32 and np.array_equal(stored, computed[1])
+    assert faceset_embeddings(folder, NoEmbedding())[0] == ids  # read, not computed
+    gate = faceset_references(NoEmbedding(), folder / "faceset.parquet")
+    assert np.array_equal(gate, stored)  # conversion's identity gate uses the same sample
+    facetable.write_faces(tmp_path / "empty" / "faceset.parquet", [])
+    assert faceset_references(NoEmbedding(), tmp_path / "empty") is None

@@ -167,3 +167,21 @@ def test_training_does_not_touch_the_global_rng(tmp_path):
           checkpoint_dir=tmp_path)
     assert torch.equal(torch.rand(3), expected)
     assert isinstance(load_for_inference(tmp_path), FaceSwapAE)
+
+
+def test_training_rows_of_a_memory_map_train_like_a_copy_of_them(tmp_path):
+    """index_a/index_b pick the rows to train on from (memory-mapped) arrays without copying
+    them: the run is step for step the run on a copy of those rows."""
+    faces, masks = _faces(6, 64, 2), _hull_masks(6, 64)
+    for name, array in (("faces", faces), ("masks", masks)):
+        np.save(tmp_path / f"{name}.npy", array)
+    mapped = {name: np.load(tmp_path / f"{name}.npy", mmap_mode="r") for name in ("faces", "masks")}
+    rows = np.array([0, 2, 3, 5])
+    config = TrainConfig(iterations=3, batch_size=2, log_every=1, checkpoint_minutes=0)
+    copied = train(faces[rows], FACES_B, masks[rows], None, ModelConfig(), config, "cpu", checkpoint_dir=tmp_path / "copy")
+    indexed = train(mapped["faces"], FACES_B, mapped["masks"], None, ModelConfig(), config, "cpu",
+                    checkpoint_dir=tmp_path / "index", index_a=rows)
+    assert indexed.losses == copied.losses
+    other = train(mapped["faces"], FACES_B, mapped["masks"], None, ModelConfig(), config, "cpu",
+                  checkpoint_dir=tmp_path / "other", index_a=np.array([1, 4]))
+    assert other.losses != copied.losses  # the index chose what was trained on

@@ -22,7 +22,8 @@ def test_demo_definitions_have_groups_and_lineage():
     parents = lambda *k: {p.to_user_string() for p in graph.get(dg.AssetKey(list(k))).parent_keys}  # noqa: E731
     assert parents("anna", "faceset") == {"anna/aligned_faces"}
     assert parents("anna_ben", "face_model") == {"anna/faceset", "ben/faceset"}
-    assert parents("anna_as_ben", "converted_video") == {"anna_ben/face_model", "anna_as_ben/target_video"}
+    assert parents("anna_as_ben", "converted_video") == {"anna_ben/face_model", "anna_as_ben/target_video",
+                                                        "anna_as_ben/target_faces", "anna/faceset"}
     assert parents("anna", "source_media") == {"anna/source_files"}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)

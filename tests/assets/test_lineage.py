@@ -1,0 +1,67 @@
+"""Nothing is deleted under a reader, tried with real processes: a faceset rebuilt while its
+swap trains (new photos arriving during a long GPU run is the normal case) leaves the training
+run reading, and evaluating on, the version it started with; and the earlier materialization
+the UI shows still opens its files."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+import yaml
+
+from swapline.build import build_assets, default_resources
+from swapline.ops.storage import ArtifactStore
+from swapline.ops.workdir import POINTER
+from swapline.project import load_project
+from tests.assets.test_pipeline import tiny_project
+from tests.swapline.test_recovery import swapline, wait_for_new_checkpoint
+
+pytestmark = pytest.mark.slow
+FACESET = dg.AssetKey(["anna", "faceset"])
+
+
+def faceset_materializations(instance) -> list[Path]:
+    records = instance.fetch_materializations(FACESET, limit=10).records  # newest first
+    return [Path(str(r.asset_materialization.metadata["artifact"].value)) for r in records]
+
+
+def test_faceset_rebuilt_while_training_leaves_the_run_on_its_version(media_dir, tmp_path, monkeypatch, write_project):
+    data = tiny_project(media_dir)
+    data["conversions"] = {}
+    # Each run trains for ~9 s (then stops by its budget), with a work checkpoint about every second.
+    data["swaps"]["ab"].update(iterations=100000, max_minutes=0.15, checkpoint_minutes=0.02)
+    project, path = write_project(data)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("SWAPLINE_HOME", str(tmp_path / "artifacts"))
+    store = ArtifactStore(tmp_path / "artifacts")
+    log = tmp_path / "out.txt"
+    subprocess.run(swapline("run", "--project", str(path)), check=True, timeout=900, stdout=log.open("w"))
+    with dg.DagsterInstance.get() as instance:
+        started_with = faceset_materializations(instance)[0]
+
+    # The next run trains on; while it does, anna's faceset is rebuilt with stricter curation.
+    proc = subprocess.Popen(swapline("run", "--project", str(path)), stdout=log.open("w"), stderr=subprocess.STDOUT)
+    wait_for_new_checkpoint(store.location("ab", "face_model", "_work") / POINTER, proc)
+    # Stricter curation: the sharper half of anna's faces only (a different faceset for sure).
+    sharpness = pd.read_parquet(started_with / "faceset.parquet", columns=["sharpness"])["sharpness"]
+    data["curation"] = {"min_sharpness": float(sharpness.median())}
+    path.write_text(yaml.safe_dump(data))
+    stricter = load_project(path)
+    with dg.DagsterInstance.get() as instance:
+        assert dg.materialize(build_assets(stricter), selection=[FACESET], instance=instance,
+                              resources=default_resources()).success
+        rebuilt = faceset_materializations(instance)[0]
+    assert rebuilt != started_with and proc.poll() is None, "the faceset must change while the model trains"
+    assert proc.wait(timeout=600) == 0, log.read_text()
+
+    # The training run read, trained on and evaluated the version it started with.
+    model = store.current(store.location("ab", "face_model")).manifest()
+    assert model["trained_on"]["a"] == started_with.name.removeprefix("v-")
+    assert model["evaluation"]["held_out"]["a"] >= 1
+    # Both versions are kept: the UI's earlier materialization still opens its files.
+    for folder in (started_with, rebuilt):
+        assert (folder / "faceset.parquet").is_file() and (folder / "manifest.json").is_file()
