@@ -15,10 +15,20 @@ import dagster as dg
 
 from swapline.assets.collect import source_version
 from swapline.assets.common import sources_partitions
+from swapline.ops.ledger import is_batch, source_of
 from swapline.project import ProjectError, load_project
 
 # The tag Dagster reads an event's data version from (dagster._core.definitions.data_version).
 DATA_VERSION_TAG = "dagster/data_version"
+
+
+def wanted_partitions(project, identity: str, existing: set[str]) -> set[str]:
+    """The partitions an identity should have: one per local source, and the batches its URL
+    sources' listings registered (swapline/collection.py) for as long as the source is listed
+    in the project file."""
+    sources = project.source_keys(identity)
+    urls = {key for key, src in sources.items() if src.url}
+    return {key for key in sources if key not in urls} | {p for p in existing if is_batch(p) and source_of(p) in urls}
 
 
 def partition_requests(project, instance: dg.DagsterInstance) -> list:
@@ -26,8 +36,8 @@ def partition_requests(project, instance: dg.DagsterInstance) -> list:
     requests = []
     for identity in project.identities:
         partitions = sources_partitions(identity)
-        wanted = set(project.source_keys(identity))
         existing = set(instance.get_dynamic_partitions(partitions.name))
+        wanted = wanted_partitions(project, identity, existing)
         if added := sorted(wanted - existing):
             requests.append(partitions.build_add_request(added))
         if removed := sorted(existing - wanted):
@@ -39,8 +49,8 @@ def sync_partitions(project, instance: dg.DagsterInstance) -> None:
     """Apply the same sync directly (the CLI runner, tests): the sensor's requests are applied by the daemon."""
     for identity in project.identities:
         partitions = sources_partitions(identity)
-        wanted = set(project.source_keys(identity))
         existing = set(instance.get_dynamic_partitions(partitions.name))
+        wanted = wanted_partitions(project, identity, existing)
         if added := sorted(wanted - existing):
             instance.add_dynamic_partitions(partitions.name, added)
         for key in sorted(existing - wanted):
@@ -83,8 +93,8 @@ def source_observations(project, instance: dg.DagsterInstance) -> list[dg.AssetO
         key = dg.AssetKey([identity, "source_files"])
         existing = set(instance.get_dynamic_partitions(sources_partitions(identity).name))
         for partition, source in project.source_keys(identity).items():
-            if partition not in existing:
-                continue
+            if partition not in existing or source.url:
+                continue  # a URL source's batches are observed when it is listed (swapline/collection.py)
             known = last_seen(instance, key, partition)
             try:
                 fingerprint, version = source_version(source, known)
@@ -174,10 +184,22 @@ def collection_schedule(project, identity: str) -> dg.ScheduleDefinition:
     @dg.schedule(name=f"collect_{identity}_schedule", cron_schedule=project.collect_schedule, job=job,
                  default_status=dg.DefaultScheduleStatus.RUNNING)
     def schedule(context: dg.ScheduleEvaluationContext):
-        """Re-collects every source of this identity (new URL uploads, changed photo folders)."""
-        keys = context.instance.get_dynamic_partitions(sources_partitions(identity).name)
+        """Lists this identity's URL sources (channels, playlists and feeds expand: one request
+        each, nothing downloaded) and registers what is new as a partition, then re-collects the
+        local sources (changed photo folders), the new batches and single-video URLs (a cheap
+        re-check); the automation carries what changed through extraction, the faceset, the
+        model and the conversions. An unreachable listing is logged and changes nothing."""
+        from swapline.collection import collect_urls
+
+        # The artifact root as the storage resource reads it (no resource here: Dagster 1.13's test
+        # schedule contexts leave a dangling instance behind when given resources).
+        found = collect_urls(project, context.instance, Path(dg.EnvVar("SWAPLINE_HOME").get_value() or ".swapline"), [identity])
+        for line in found.lines:
+            context.log.info(line)
+        existing = context.instance.get_dynamic_partitions(sources_partitions(identity).name)
+        wanted = [key for key in existing if not is_batch(key)] + found.new_partitions[identity] + found.singles[identity]
         tick = context.scheduled_execution_time.isoformat()
-        # One run per source per tick: a retried tick does not launch the same collection twice.
-        return [dg.RunRequest(run_key=f"{tick}:{key}", partition_key=key) for key in keys]
+        # One run per partition per tick: a retried tick does not launch the same collection twice.
+        return [dg.RunRequest(run_key=f"{tick}:{key}", partition_key=key) for key in dict.fromkeys(wanted)]
 
     return schedule

@@ -9,6 +9,8 @@ import dagster as dg
 
 from swapline.assets.common import code_version, on_change, own_location, sources_partitions
 from swapline.ops import collect as ops
+from swapline.ops.download import DownloadSettings
+from swapline.ops.ledger import is_batch, source_of
 from swapline.ops.media import BadMedia, probe
 from swapline.ops.storage import hash_json, write_manifest
 from swapline.project import Project, Source
@@ -20,7 +22,9 @@ def source_version(source: Source, known: tuple[str, str] | None = None) -> tupl
     """(fingerprint, data version) of a source as it is now. A local source's version is its
     content hash, the very version source_media will report once it has collected it; the
     content is hashed only when the cheap fingerprint (names, sizes, mtimes) moved from `known`.
-    A URL is not fetched to be looked at: its version is the URL (the daily schedule re-collects)."""
+    A URL is not fetched to be looked at: its version is the URL (the daily schedule re-collects).
+    Not a HEAD of a direct file either: the watch would ask every host every minute. The schedule
+    re-collects a single-video URL, and source_media's HEAD then tells whether its file changed."""
     if source.url:
         version = hash_json(["url", source.url])[:32]
         return version, version
@@ -36,12 +40,18 @@ def source_files_asset(project: Project, identity: str) -> dg.SourceAsset:
     partitions = sources_partitions(identity)
 
     def observe(context: dg.OpExecutionContext) -> dg.DataVersionsByPartition:
-        """The files of each source where the user keeps them (a photo folder, a video, a URL),
-        outside Dagster. The `source_watch` sensor observes them every minute and records a new
-        data version (their content hash) when they changed; the automation then requests that
-        source's partition downstream. Observing by hand does the same for every source at once."""
+        """The files of each source where the user keeps them (a photo folder, a video), outside
+        Dagster, and the batches of entries a URL source's listings found. The `source_watch`
+        sensor observes local files every minute and records a new data version (their content
+        hash) when they changed; a URL source is listed by its collection schedule and `swapline
+        collect`, each new batch of entries a partition of its own. The automation then requests
+        that partition downstream. Observing by hand does the same for every partition at once."""
+        from swapline.collection import batch_version
+
         existing = set(context.instance.get_dynamic_partitions(partitions.name))
-        return dg.DataVersionsByPartition({key: source_version(src)[1] for key, src in sources.items() if key in existing})
+        versions = {key: source_version(src)[1] for key, src in sources.items() if key in existing and not src.url}
+        versions.update({key: batch_version(key) for key in existing if is_batch(key) and source_of(key) in sources})
+        return dg.DataVersionsByPartition(versions)
 
     with warnings.catch_warnings():  # beta in 1.13 and warned at every load; this is its documented use
         warnings.simplefilter("ignore", dg.BetaWarning)
@@ -62,36 +72,60 @@ def source_media_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         automation_condition=on_change(),
     )
     def source_media(context: dg.AssetExecutionContext, storage: StorageResource, downloader: Downloader) -> dg.MaterializeResult:
-        """One source of this identity's faces (a URL, a local video or a photo folder), recorded
-        by content hash. URLs are downloaded by yt-dlp once; local media is hashed, not copied."""
+        """One source of this identity's faces, recorded by content hash: a local video or photo
+        folder (hashed, not copied), or one batch of a URL source's entries (the new videos one
+        listing found in a channel, playlist, feed or page: swapline/collection.py), downloaded
+        by yt-dlp once each; an entry a previous version holds is not downloaded again."""
         key = context.partition_key
-        if key not in sources:
+        if source_of(key) not in sources:
             raise dg.Failure(f"Source partition {key!r} is no longer in the project file; the sync sensor will remove it.")
-        src = sources[key]
+        src = sources[source_of(key)]
         store = storage.store()
         previous = recorded(context.instance, context.asset_key, key)
         kept = previous.manifest() if previous and previous.path.is_dir() else {}
-        if src.url and kept.get("url") == src.url:
-            context.log.info(f"{src.url} already collected; keeping it")
-            return _result(kept, previous.path)
-
+        if src.url:
+            return _collect_batch(context, store, downloader, identity, src, previous, kept, project.downloads)
         manifest: dict = {}
-        location = own_location(store, context)
-        archive = location.parent / "download-archive.txt"  # yt-dlp's record of what it fetched
 
         def build(tmp: Path) -> None:
-            if src.url:
-                manifest.update(ops.collect_url(src.url, tmp, lambda url, dest: downloader.fetch(url, dest, archive)))
-            elif src.video:
+            if src.video:
                 manifest.update(ops.collect_video(src.video))
             else:
                 manifest.update(ops.collect_photos(src.photos))
             write_manifest(tmp, manifest)
 
-        published = store.publish(location, build)
+        published = store.publish(own_location(store, context), build)
         return _result(manifest, published.path)
 
     return source_media
+
+
+def _collect_batch(context: dg.AssetExecutionContext, store, downloader: Downloader, identity: str, src: Source,
+                   previous, kept: dict, downloads: DownloadSettings) -> dg.MaterializeResult:
+    """source_media of a URL source's batch partition: its entries, downloaded once each."""
+    from swapline.ops import ledger
+
+    key, location = context.partition_key, own_location(store, context)
+    source_dir = ledger.folder(store.root, identity, source_of(key))  # source_files' record: the batch's entries
+    entries = ledger.batch_entries(source_dir, key)
+    archive = location.parent / "download-archive.txt"  # yt-dlp's record of what it fetched
+    manifest: dict = {}
+
+    def build(tmp: Path) -> None:
+        try:
+            manifest.update(ops.collect_batch(entries, tmp, lambda url, dest: downloader.fetch(url, dest, downloads, archive),
+                                              kept if kept.get("kind") == "batch" else None, previous.path if previous else None,
+                                              changed=lambda url, validators: downloader.changed(url, validators, downloads)))
+        except ops.DownloadFailed as exc:
+            raise dg.Failure(f"{identity}/{key}: {exc}") from exc
+        manifest["url"] = src.url
+        write_manifest(tmp, manifest)
+
+    published = store.publish(location, build)
+    failed = [e for e in manifest["entries"] if e.get("error")]
+    for entry in failed:
+        context.log.warning(f"{entry['url']}: not collected this time ({entry['error']}); the next collection retries it")
+    return _result(manifest, published.path, gone=ledger.gone_in(source_dir, key))
 
 
 def target_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
@@ -113,7 +147,7 @@ def target_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
 
         def build(tmp: Path) -> None:
             if conversion.is_url:
-                manifest.update(ops.collect_url(conversion.video, tmp, downloader.fetch))
+                manifest.update(ops.collect_url(conversion.video, tmp, lambda url, dest: downloader.fetch(url, dest, project.downloads)))
                 path = tmp / manifest["file"]
             else:
                 path = Path(conversion.video)
@@ -133,16 +167,31 @@ def target_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
     return target_video
 
 
-def _result(manifest: dict, path: Path) -> dg.MaterializeResult:
+def _result(manifest: dict, path: Path, gone: list[str] | None = None) -> dg.MaterializeResult:
     """The data version is the hash of the content alone (not the artifact folder, whose manifest
     also holds paths), so however a source was collected, the same bytes give the same version."""
-    count = len(manifest["files"]) if manifest["kind"] == "photos" else 1
+    kind = manifest["kind"]
+    files = manifest["files"] if kind == "photos" else [e for e in manifest.get("entries", []) if e.get("file")] if kind == "batch" else [manifest]
     metadata = {
-        "kind": manifest["kind"],
-        "files": count,
-        "bytes": sum(f["bytes"] for f in manifest["files"]) if manifest["kind"] == "photos" else manifest["bytes"],
+        "kind": kind,
+        "files": len(files),
+        "bytes": sum(f["bytes"] for f in files),
         "artifact": dg.MetadataValue.path(str(path)),
     }
+    if kind == "batch":
+        metadata.update(entries=len(manifest["entries"]), failed=len(manifest["entries"]) - len(files), url=manifest["url"],
+                        gone=dg.MetadataValue.json(gone or []), listed=dg.MetadataValue.md(_entries_table(manifest["entries"])))
     if "video" in manifest:
         metadata.update({f"video_{k}": v for k, v in manifest["video"].items() if v is not None})
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(ops.content_version(manifest)))
+
+
+def _entries_table(entries: list[dict]) -> str:
+    import time
+
+    def when(t):
+        return time.strftime("%Y-%m-%d", time.gmtime(t)) if t else ""
+
+    rows = "".join(f"| {e['id']} | {e['title'][:60]} | {when(e.get('uploaded'))} | {e.get('duration') or ''} | "
+                   f"{'collected' if e.get('file') else 'failed: ' + e.get('error', '')[:80]} | {e['url']} |\n" for e in entries[:200])
+    return "| entry | title | uploaded | seconds | status | url |\n|---|---|---|---|---|---|\n" + rows

@@ -5,15 +5,25 @@ from pathlib import Path
 
 import dagster as dg
 
-from swapline.assets.common import code_version, image_md, on_change, own_location
-from swapline.ops.faceset import build_faceset, contact_sheet
-from swapline.ops.facetable import decode_image, read_faces, write_table
-from swapline.ops.identity import purity, sample_embeddings, write_embeddings
+from swapline.assets.common import code_version, image_md, on_change, own_location, sources_partitions
+from swapline.ops.facesegments import FACES, FACESET, LAYOUT, previous_segments
+from swapline.ops.faceset import (
+    build_faceset,
+    contact_sheet,
+    face_files,
+    read_metadata,
+    rows_key,
+    sample_rows,
+    with_images,
+    write_faceset,
+)
+from swapline.ops.facetable import decode_image
+from swapline.ops.identity import SAMPLE, purity, sample_embeddings, write_embeddings
 from swapline.ops.storage import Published, write_manifest
 from swapline.project import Project
 from swapline.quality_checks.faceset_checks import evaluate_faceset, faceset_check_specs
 from swapline.resources.analyzer import FaceAnalyzerResource
-from swapline.resources.storage import StorageResource, artifact_input
+from swapline.resources.storage import StorageResource, artifact_input, recorded
 
 SHEET_FACES = 32
 
@@ -21,14 +31,13 @@ SHEET_FACES = 32
 def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
     settings = project.curation
     key = dg.AssetKey([identity, "faceset"])
-    source_keys = list(project.source_keys(identity))
 
     @dg.asset(
         key=key,
         ins={"faces": artifact_input(dg.AssetKey([identity, "aligned_faces"]))},
         group_name="curate",
         # The check thresholds are in the version: changing one re-evaluates the checks.
-        code_version=code_version("faceset", {**settings.as_dict(), "identity_distance": project.extraction.identity_distance,
+        code_version=code_version("faceset", {**settings.as_dict(), "layout": LAYOUT, "identity_distance": project.extraction.identity_distance,
                                               "checks": project.checks.model_dump(mode="json")}),
         check_specs=faceset_check_specs(key, project.checks),
         kinds={"parquet"},
@@ -39,42 +48,63 @@ def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
                 face_analyzer: FaceAnalyzerResource, faces: dict[str, Published]) -> dg.MaterializeResult:
         """All faces of this identity across its sources, near-duplicates removed by perceptual
         hash (the sharpest of each cluster kept) and blurry or tiny faces dropped, each reason
-        counted; a contact sheet previews what the model will learn from."""
+        counted; a contact sheet previews what the model will learn from. Only the faces' metadata
+        is read to choose; images are read for the few faces shown or embedded, and for the
+        segments whose kept faces changed (the others are linked from the previous version)."""
         store = storage.store()
         # Each source's faces at the version its aligned_faces materialization recorded.
-        tables = [read_faces(faces[source].path / "faces.parquet") for source in source_keys if source in faces]
-        missing = [source for source in source_keys if source not in faces]
-        if not tables:
+        # Partitions are the local sources and the batches of URL sources' entries (swapline/collection.py).
+        partitions = sorted(context.instance.get_dynamic_partitions(sources_partitions(identity).name))
+        present = [source for source in partitions if source in faces]
+        missing = [source for source in partitions if source not in faces]
+        if not present:
             raise dg.Failure(f"No extracted faces for {identity}: every source is missing ({', '.join(missing)}).")
         if missing:
             context.log.warning(f"{identity}: sources without extracted faces (failed or not yet run): {missing}")
-        kept, stats = build_faceset(tables, settings)
-        ids, embeddings = sample_embeddings(face_analyzer.analyzer(project.extraction), kept,
+        files = [f for source in present for f in face_files(faces[source].path / FACES, faces[source].version)]
+        kept, stats = build_faceset([read_metadata(files)], settings)
+        ids, embeddings = sample_embeddings(face_analyzer.analyzer(project.extraction), with_images(sample_rows(kept, SAMPLE), files),
                                             cache_dir=store.location("_cache", "embeddings"))
         mix = purity(ids, embeddings, project.extraction.identity_distance)
         if mix["several_people"]:
             context.log.warning(f"{identity}: {mix['outlier_share']:.0%} of sampled faces look like someone else "
                                 f"(e.g. {mix['outliers'][:3]}); add reference_photos to keep only this person")
+        location = own_location(store, context)
+        current = recorded(context.instance, context.asset_key, None)  # our own last version: only to reuse what it shares by content
+        current = current if current is not None and current.path.is_dir() else None
+        previous = previous_segments(current.path / FACESET if current else None)
         best = kept.sort_values("sharpness", ascending=False).head(SHEET_FACES)
-        sheet = contact_sheet([decode_image(b) for b in best["image"]]) if len(best) else None
+        sheet_key = rows_key(best, files)
+        sheet = _previous_sheet(current, sheet_key) or (
+            contact_sheet([decode_image(b) for b in with_images(best, files)["image"]]) if len(best) else None)
+        written: dict = {}
 
         def build(tmp: Path) -> None:
-            write_table(tmp / "faceset.parquet", kept)
+            written.update(write_faceset(tmp / FACESET, kept, files, previous))
             write_embeddings(tmp, ids, embeddings)  # the one embedding sample evaluation and conversion read
             if sheet:
                 (tmp / "contact_sheet.png").write_bytes(sheet)
-            write_manifest(tmp, {"identity": identity, "stats": stats, "missing_sources": missing, "purity": mix})
+            write_manifest(tmp, {"identity": identity, "stats": stats, "missing_sources": missing, "purity": mix,
+                                 "sheet": sheet_key})
 
-        published = store.publish(own_location(store, context), build)
+        published = store.publish(location, build)
         context.log.info(f"{identity}: kept {stats['kept']} of {stats['raw']} faces")
-        metadata = {**stats, "sources": len(tables), "missing_sources": len(missing), "outlier_share": mix["outlier_share"],
+        metadata = {**stats, **written, "sources": len(present), "missing_sources": len(missing), "outlier_share": mix["outlier_share"],
                     "artifact": dg.MetadataValue.path(str(published.path))}
         if sheet:
             metadata["preview"] = image_md(sheet, f"{identity} faceset")
         return dg.MaterializeResult(
             metadata=metadata,
             data_version=dg.DataVersion(published.version),
-            check_results=evaluate_faceset(key, kept, stats, len(tables), mix, project.checks),
+            check_results=evaluate_faceset(key, kept.drop(columns=["_file", "_row"]), stats, len(present), mix, project.checks),
         )
 
     return faceset
+
+
+def _previous_sheet(current: Published | None, key: str) -> bytes | None:
+    """The previous version's contact sheet when it shows the same faces (same bytes: rendering
+    is deterministic), sparing reading and decoding them again."""
+    if current is None or current.manifest().get("sheet") != key or not (current.path / "contact_sheet.png").is_file():
+        return None
+    return (current.path / "contact_sheet.png").read_bytes()

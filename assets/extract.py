@@ -19,14 +19,15 @@ import dagster as dg
 from swapline.assets.common import Eta, code_version, on_change, own_location, sources_partitions
 from swapline.ops.extract import RUN_STATS, extract_faces, reference_embeddings, sample_source
 from swapline.ops.facecache import CACHE_DIR, FaceCache, PhotoCache
-from swapline.ops.facetable import FORMAT_VERSION, write_faces
+from swapline.ops.facesegments import FACES, LAYOUT, plan_segments, reusable, total_stats, write_face_table
+from swapline.ops.facetable import FORMAT_VERSION
 from swapline.ops.media import BadMedia
 from swapline.ops.sandbox import IsolatedCrash
 from swapline.ops.storage import Published, write_manifest
 from swapline.project import Project
 from swapline.resources.analyzer import FaceAnalyzerResource
 from swapline.resources.device import TorchDevice
-from swapline.resources.storage import StorageResource, artifact_input
+from swapline.resources.storage import StorageResource, artifact_input, recorded
 
 
 def frames_asset(project: Project, identity: str) -> dg.AssetsDefinition:
@@ -87,7 +88,7 @@ def aligned_faces_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         partitions_def=sources_partitions(identity),
         group_name="extract",
         # Every extraction setting that changes which faces are found, or how they are cropped.
-        code_version=code_version("aligned_faces", {"format": FORMAT_VERSION, "refs": _reference_hashes(references),
+        code_version=code_version("aligned_faces", {"format": FORMAT_VERSION, "layout": LAYOUT, "refs": _reference_hashes(references),
                                                     **ext.model_dump(exclude={"sample_fps", "skip_similar", "max_frames", "workers"})}),
         kinds={"image", "parquet"},
         automation_condition=on_change(),
@@ -96,32 +97,53 @@ def aligned_faces_asset(project: Project, identity: str) -> dg.AssetsDefinition:
                       face_analyzer: FaceAnalyzerResource, torch_device: TorchDevice, frames: Published) -> dg.MaterializeResult:
         """Every face in one source's frames: detected, given 68 landmarks, aligned to a canonical
         crop and stored in one table together with its landmarks, transform and attributes
-        (faces.parquet, readable with pandas). With reference photos, only this person is kept.
-        Faces are cached by image content and settings, so only new frames are analysed (the
-        metadata counts detections_run and cache_hits), in `extraction.workers` processes."""
+        (faces.parquet, a folder of segments readable with pandas). With reference photos, only
+        this person is kept. Faces are cached by image content and settings, so only new frames
+        are analysed (the metadata counts detections_run and cache_hits), in `extraction.workers`
+        processes; a new version links the segments of the previous one that did not change."""
         store = storage.store()
         key = context.partition_key
+        location = own_location(store, context)
         # The device string, not resolve(): torch is imported only if FAN is the backend.
         analyzer = face_analyzer.analyzer(ext, torch_device.device)
         reference = reference_embeddings(analyzer, list(references))
         frames_manifest = frames.manifest()
-        eta = Eta(len(frames_manifest["frames"]), context.log, f"{identity}/{key} frames analysed")
         cache = FaceCache(store.location(CACHE_DIR), analyzer, reference, ext.identity_distance)
-        records, stats = extract_faces(frames.path, frames_manifest, analyzer, identity=identity, source=key,
-                                       reference=reference, max_distance=ext.identity_distance, progress=eta.tick,
-                                       cache=cache, workers=ext.workers)
-        run = {name: stats.pop(name) for name in RUN_STATS}  # not in the manifest: same faces, same version
+        # What each segment's rows derive from besides its frames (the cache key: the analyzer,
+        # references and distance), so a segment of the previous version with the same key is
+        # the same bytes: linked, not rebuilt (ops/facesegments.py).
+        segments = plan_segments(frames_manifest["frames"], {"cache": cache.key, "identity": identity,
+                                                             "source": key, "format": FORMAT_VERSION})
+        # Our own previous version, read only to reuse segments: keys, not trust, decide.
+        reuse = reusable(getattr(recorded(context.instance, context.asset_key, key), "path", None), FACES)
+        eta = Eta(sum(len(s.frames) for s in segments if s.key not in reuse), context.log, f"{identity}/{key} frames analysed")
+        run = {"detections_run": 0, "workers": 0}  # not in the manifest: same faces, same version
+
+        def extract(frame_list: list[dict], first: bool) -> tuple[list, dict]:
+            records, stats = extract_faces(frames.path, {**frames_manifest, "frames": frame_list}, analyzer, identity=identity,
+                                           source=key, reference=reference, max_distance=ext.identity_distance,
+                                           progress=eta.tick if first else None, cache=cache, workers=ext.workers)
+            run["detections_run"] += stats["detections_run"]
+            run["workers"] = max(run["workers"], stats["workers"])
+            return records, {k: v for k, v in stats.items() if k not in RUN_STATS}
+
+        manifest: dict = {}
 
         def build(tmp: Path) -> None:
-            write_faces(tmp / "faces.parquet", records)
+            entries = write_face_table(tmp / FACES, segments, reuse, extract)
             # describe(): the settings plus the backend "auto" resolved to, so that resolution
             # is part of the data version.
-            write_manifest(tmp, {"source": key, "backend": analyzer.describe(), "stats": stats,
-                                 "format_version": FORMAT_VERSION})
+            manifest.update(source=key, backend=analyzer.describe(), stats=total_stats(entries, extract([], False)[1]),
+                            segments=entries, format_version=FORMAT_VERSION, layout=LAYOUT)
+            write_manifest(tmp, manifest)
 
-        published = store.publish(own_location(store, context), build)
+        published = store.publish(location, build)
+        stats = manifest["stats"]
+        written = sum(1 for e in manifest["segments"] if e["key"] not in reuse)
+        run.update(cache_hits=stats["frames"] - run["detections_run"], segments=len(segments), segments_written=written)
         context.log.info(f"{stats['faces']} faces from {stats['frames']} frames; {run['detections_run']} analysed "
-                         f"in {run['workers']} process(es), {run['cache_hits']} from the cache")
+                         f"in {run['workers']} process(es), {run['cache_hits']} from the cache; "
+                         f"{written} of {len(segments)} segments written")
         return dg.MaterializeResult(
             metadata={**stats, **run, "backend": analyzer.resolved_backend, "artifact": dg.MetadataValue.path(str(published.path))},
             data_version=dg.DataVersion(published.version),

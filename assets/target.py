@@ -63,8 +63,7 @@ def target_faces_asset(project: Project, name: str) -> dg.AssetsDefinition:
         def build(tmp: Path) -> None:
             try:
                 stats.update(analyse_target(video, tmp / TABLE, settings, fan_weights_dir=face_analyzer.fan_weights_dir,
-                                            device=torch_device.device, seeds=known, workers=project.conversions[name].options.workers,
-                                            progress=lambda done, total: eta.tick(done)))
+                                            device=torch_device.device, seeds=known, progress=lambda done, total: eta.tick(done)))
             except (BadMedia, IsolatedCrash) as exc:
                 raise dg.Failure(f"{name}: the target video cannot be decoded: {exc}") from exc
             write_manifest(tmp, {"video_sha256": manifest["sha256"], "stats": stats})

@@ -45,7 +45,7 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
         from swapline.ops.evaluate import evaluate
         from swapline.ops.model import ModelConfig
         from swapline.ops.train import train
-        from swapline.ops.trainset import open_faceset
+        from swapline.ops.trainset import at_resolution, open_faceset
 
         _refuse_failed_facesets(context.instance, name, (swap.a, swap.b))
         store = storage.store()
@@ -71,6 +71,7 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
         # Decoded once per faceset version and memory-mapped (ops.trainset): a resumed run starts in seconds.
         data = {side: open_faceset(sets[side].path) for side in ("a", "b")}
         rows = {side: _training_split(len(data[side])) for side in ("a", "b")}
+        sized = {side: at_resolution(data[side], swap.resolution) for side in ("a", "b")}  # resized once per version
         device = torch_device.resolve()
         context.log.info(f"{name}: training on {device}, {len(rows['a'])} + {len(rows['b'])} faces, to step {target}"
                          + (f" (resuming from {source})" if source else f" (warm start from {swap.parent})" if warm_from else ""))
@@ -86,7 +87,7 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
                              f"{p['images_per_s']:.0f} img/s ETA {p['eta_s']:.0f}s")
 
         def build(tmp: Path) -> None:
-            result = train(data["a"].faces, data["b"].faces, data["a"].masks, data["b"].masks, ModelConfig(**model_settings),
+            result = train(sized["a"][0], sized["b"][0], sized["a"][1], sized["b"][1], ModelConfig(**model_settings),
                            _train_config(swap, target), device,
                            resume_from=source, checkpoint_dir=tmp / "checkpoint", work_dir=work_dir,
                            warm_from=warm_from, warm_what=swap.warm_start, extra={"trained_on": trained_on},

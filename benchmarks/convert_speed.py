@@ -96,8 +96,7 @@ def _analyse(clip: Path, table: Path, args) -> tuple[dict, float]:
     from swapline.ops.target import analyse_target
 
     started = time.perf_counter()
-    stats = analyse_target(clip, table, AnalyzerSettings(face_size=max(128, args.resolution)), device=args.device,
-                           workers=args.workers)
+    stats = analyse_target(clip, table, AnalyzerSettings(face_size=max(128, args.resolution)), device=args.device)
     return stats, time.perf_counter() - started
 
 

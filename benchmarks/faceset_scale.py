@@ -88,7 +88,7 @@ def _child(args) -> dict:
     from swapline.ops.faces import FaceAnalyzer
     from swapline.ops.model import ModelConfig
     from swapline.ops.train import TrainConfig, train
-    from swapline.ops.trainset import open_faceset
+    from swapline.ops.trainset import at_resolution, open_faceset
 
     torch.set_num_threads(os.cpu_count() or 1)
     timings = {"to_device_s": 0.0}
@@ -105,14 +105,16 @@ def _child(args) -> dict:
     start = time.perf_counter()
     data = {side: open_faceset(Path(sets[side])) for side in SIDES}
     rows = {side: split_holdout(len(data[side]))[0] for side in SIDES}
+    sized = {side: at_resolution(data[side], args.resolution) for side in SIDES}  # as face_model does
     timings["open_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    result = train(data["a"].faces, data["b"].faces, data["a"].masks, data["b"].masks, ModelConfig(resolution=args.resolution),
+    result = train(sized["a"][0], sized["b"][0], sized["a"][1], sized["b"][1], ModelConfig(resolution=args.resolution),
                    TrainConfig(iterations=args.target, batch_size=16, checkpoint_minutes=0, log_every=args.steps), args.device,
                    checkpoint_dir=work / "checkpoint", work_dir=work / "_work", index_a=rows["a"], index_b=rows["b"])
     timings["train_call_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    report = evaluate(work / "checkpoint", Path(sets["a"]), Path(sets["b"]), FaceAnalyzer(), args.device)
+    report = evaluate(work / "checkpoint", Path(sets["a"]), Path(sets["b"]), FaceAnalyzer(), args.device,
+                      cache_dir=work / "embeddings")  # the store's embedding cache, as face_model passes it
     timings["evaluate_s"] = time.perf_counter() - start
     timings["outside_training_s"] = timings["open_s"] + timings["to_device_s"] + timings["evaluate_s"]
     status = Path("/proc/self/status").read_text()

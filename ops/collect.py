@@ -48,13 +48,81 @@ def collect_url(url: str, dest_dir: Path, fetch: Callable[[str, Path], Any]) -> 
         "sha256": got.sha256,
         "bytes": got.bytes,
         "info": got.info,
+        # ETag / Last-Modified / Content-Length of a direct file: a HEAD later tells whether it changed.
+        "validators": got.validators,
     }
+
+
+def collect_batch(entries: list[dict[str, Any]], dest_dir: Path, fetch: Callable[[str, Path], Any],
+                  previous: dict[str, Any] | None = None, previous_dir: Path | None = None,
+                  changed: Callable[[str, dict[str, str]], str | None] | None = None) -> dict[str, Any]:
+    """Download a batch's entries (a URL source's listing, ops/ledger.py) into `dest_dir`, one
+    folder per entry. An entry the previous version of this batch already holds is linked from
+    there, not downloaded again; an entry that fails is recorded with its reason and the others
+    go on (the next collection retries it). Raises DownloadFailed when none could be collected."""
+    held = {e["id"]: e for e in (previous or {}).get("entries", []) if e.get("file")}
+    out = []
+    for i, entry in enumerate(entries):
+        if (entry["id"] in held and previous_dir is not None and (previous_dir / held[entry["id"]]["file"]).is_file()
+                and not _changed_upstream(held[entry["id"]], changed)):
+            out.append(_link_entry(held[entry["id"]], previous_dir, dest_dir))
+            continue
+        try:
+            got = fetch(entry["url"], dest_dir / f"e{i:04d}")
+        except Exception as exc:  # noqa: BLE001 - one entry's failure is recorded; the batch goes on
+            logger.warning("%s: %s", entry["url"], exc)
+            out.append({**entry, "error": str(exc)})
+            continue
+        out.append({**entry, "file": f"e{i:04d}/{Path(got.path).name}", "sha256": got.sha256, "bytes": got.bytes,
+                    "validators": got.validators})
+    if not any(e.get("file") for e in out):
+        raise DownloadFailed("no entry of this batch could be collected: " + "; ".join(e["error"] for e in out[:3]))
+    return {"kind": "batch", "entries": out}
+
+
+def _changed_upstream(entry: dict[str, Any], changed: Callable[[str, dict[str, str]], str | None] | None) -> bool:
+    """Whether the file behind a held entry's URL changed, asked with `changed(url, validators)`
+    (one HEAD). Only a single-video URL (the entry is the source's own URL) that was a direct
+    file (validators recorded) is asked: a page yt-dlp extracts from keeps its URL as its
+    identity (a page changes with every ad), and a feed's entries are not asked one by one (a
+    HEAD each, paused per host, every collection)."""
+    if changed is None or entry["url"] != entry.get("source_url") or not entry.get("validators"):
+        return False
+    if reason := changed(entry["url"], entry["validators"]):
+        logger.info("%s changed since it was collected (%s): downloading it again", entry["url"], reason)
+        return True
+    return False
+
+
+class DownloadFailed(RuntimeError):
+    """Not one entry of a batch could be downloaded."""
+
+
+def _link_entry(entry: dict[str, Any], previous_dir: Path, dest_dir: Path) -> dict[str, Any]:
+    """Hard-link a file the previous version holds (same filesystem: the store); copy if not."""
+    import os
+    import shutil
+
+    target = dest_dir / entry["file"]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(previous_dir / entry["file"], target)
+    except OSError:
+        shutil.copy2(previous_dir / entry["file"], target)
+    return entry
+
+
+def batch_videos(manifest: dict[str, Any], artifact_dir: Path) -> list[tuple[dict[str, Any], Path]]:
+    """(entry, video file) of every collected entry of a batch manifest."""
+    return [(e, artifact_dir / e["file"]) for e in manifest["entries"] if e.get("file")]
 
 
 def content_key(manifest: dict[str, Any]) -> dict[str, Any]:
     """The part of a manifest that identifies content: what the data version is computed from."""
     if manifest["kind"] == "photos":
         return {"kind": "photos", "files": sorted(f["sha256"] for f in manifest["files"])}
+    if manifest["kind"] == "batch":
+        return {"kind": "batch", "files": sorted(e["sha256"] for e in manifest["entries"] if e.get("file"))}
     return {"kind": manifest["kind"], "sha256": manifest["sha256"]}
 
 

@@ -51,7 +51,7 @@ class ConvertOptions(BaseModel):
     side_by_side: bool = Field(default=False, description="Preview mode: the original and the swap next to each other.")
     identity_distance: float = Field(default=0.6, gt=0, le=2, description="Only faces within this embedding distance "
                                      "of the replaced person's faceset are swapped; other people stay untouched.")
-    workers: int = Field(default=2, ge=1, le=64, description="Face detection threads.")
+    workers: int = Field(default=2, ge=1, le=64, description="Face detection threads of a converter that detects as it renders (the converted_video asset does not: target_faces found every face once); speed only.")
 
     @model_validator(mode="after")
     def _range(self) -> "ConvertOptions":

@@ -50,6 +50,8 @@ def sample_source(source: dict[str, Any], source_dir: Path, out_dir: Path, *, sa
         kept, skipped = _normalize_photos(source["files"], out_dir, photo_cache)
         frames = [{"index": -1, "timestamp": 0.0, "file": k["file"], "sha256": k["sha256"], "photo": k["photo"]} for k in kept]
         return {"kind": "photos", "frames": frames, "skipped": skipped, "decoded": len(source["files"]), "skipped_similar": 0}
+    if source["kind"] == "batch":
+        return _sample_batch(source, source_dir, out_dir, sample_fps=sample_fps, skip_similar=skip_similar, max_frames=max_frames)
     path = collect.media_path(source, source_dir)
     result = sample_video(path, out_dir, sample_fps, skip_similar=skip_similar, max_frames=max_frames)
     frames = [{"index": f.index, "timestamp": f.timestamp, "file": f.file, "sha256": f.sha256, "photo": ""} for f in result.frames]
@@ -62,6 +64,29 @@ def sample_source(source: dict[str, Any], source_dir: Path, out_dir: Path, *, sa
         "skipped_similar": result.skipped_similar,
         "video": {"width": info.width, "height": info.height, "fps": info.fps, "duration": info.duration},
     }
+
+
+def _sample_batch(source: dict[str, Any], source_dir: Path, out_dir: Path, *, sample_fps: float, skip_similar: float,
+                  max_frames: int | None) -> dict[str, Any]:
+    """Frames of every video of a URL source's batch, each in its own sub-folder (`max_frames`
+    per video); a video that cannot be decoded is skipped with its reason, the others go on."""
+    from swapline.ops.media import BadMedia
+    from swapline.ops.sandbox import IsolatedCrash
+
+    frames, skipped, decoded, similar = [], [], 0, 0
+    for entry, path in collect.batch_videos(source, source_dir):
+        folder = Path(entry["file"]).parent.name  # e0001: the entry's folder in source_media
+        try:
+            result = sample_video(path, out_dir / folder, sample_fps, skip_similar=skip_similar, max_frames=max_frames)
+        except (BadMedia, IsolatedCrash) as exc:
+            skipped.append({"file": entry["url"], "entry": entry["id"], "reason": str(exc)})
+            continue
+        decoded, similar = decoded + result.decoded, similar + result.skipped_similar
+        frames += [{"index": f.index, "timestamp": f.timestamp, "file": f"{folder}/{f.file}", "sha256": f.sha256,
+                    "photo": "", "entry": entry["id"]} for f in result.frames]
+    if not frames and skipped:
+        raise BadMedia(f"no video of this batch could be decoded: {skipped[0]['reason']}")
+    return {"kind": "batch", "frames": frames, "skipped": skipped, "decoded": decoded, "skipped_similar": similar}
 
 
 def _normalize_photos(files: list[dict], out_dir: Path, cache: PhotoCache | None) -> tuple[list[dict], list[dict]]:

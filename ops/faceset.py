@@ -7,13 +7,18 @@ over-weights that moment. Of each group of near-duplicates the sharpest is kept.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from swapline.ops.facetable import COLUMNS
+from swapline.ops.facesegments import EMPTY, LAYOUT, link, read_images, segment_key, segment_paths
+from swapline.ops.facetable import COLUMNS, FORMAT_VERSION, read_faces, write_faces, write_table
+from swapline.ops.storage import hash_json
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +100,8 @@ def build_faceset(frames: list[Any], settings: FacesetSettings) -> tuple[Any, di
     import pandas as pd
 
     non_empty = [frame for frame in frames if len(frame)]
-    table = pd.concat(non_empty, ignore_index=True) if non_empty else _empty_table()
+    # No faces: an empty table with the given columns (read_metadata's bookkeeping ones too).
+    table = pd.concat(non_empty, ignore_index=True) if non_empty else frames[0].iloc[:0] if frames else _empty_table()
     stats = {"raw": len(table), "kept": 0, "dropped_duplicate": 0, "dropped_blurry": 0, "dropped_small": 0}
     table = table.sort_values("face_id", kind="stable").reset_index(drop=True)
 
@@ -121,6 +127,74 @@ def build_faceset(frames: list[Any], settings: FacesetSettings) -> tuple[Any, di
     stats["kept"] = len(kept)
     logger.info("faceset: %s", stats)
     return kept, stats
+
+
+@dataclass(frozen=True)
+class FaceFile:
+    """One file of a source's face table: a segment, or a whole single-file table."""
+
+    path: Path
+    key: str  # what its rows derive from: its segment key, or (single file) its table's version
+
+
+def face_files(table: Path, version: str) -> list[FaceFile]:
+    """The files of a published face table (`version`: its data version)."""
+    return [FaceFile(p, segment_key(p) or f"{version}:{p.name}") for p in segment_paths(table)]
+
+
+def read_metadata(files: list[FaceFile]) -> Any:
+    """Every face of `files` without its image (the bytes a faceset rebuild need not read), plus
+    `_file` (index into `files`) and `_row` (row in that file) to find the image when needed."""
+    import pandas as pd
+
+    parts = []
+    for index, file in enumerate(files):
+        part = read_faces(file.path, with_images=False)
+        parts.append(part.assign(_file=index, _row=np.arange(len(part))))
+    parts = [p for p in parts if len(p)]
+    return pd.concat(parts, ignore_index=True) if parts else _empty_table().drop(columns=["image"]).assign(_file=0, _row=0)
+
+
+def with_images(rows: Any, files: list[FaceFile]) -> Any:
+    """`rows` (of read_metadata) with their `image` column, read row group by row group."""
+    images = [b""] * len(rows)
+    for index, group in rows.reset_index(drop=True).groupby("_file").indices.items():
+        pngs = read_images(files[index].path, rows["_row"].to_numpy()[group].tolist())
+        for position, png in zip(group, pngs):
+            images[position] = png
+    return rows.assign(image=images)
+
+
+def sample_rows(table: Any, limit: int) -> Any:
+    """The rows ops.identity.sample_embeddings samples (smallest sha1 of the face_id), so only
+    their crops are read; it then picks the same rows again from these."""
+    digests = [hashlib.sha1(face_id.encode()).digest() for face_id in table["face_id"]]
+    return table.iloc[sorted(range(len(digests)), key=digests.__getitem__)[:limit]]
+
+
+def rows_key(rows: Any, files: list[FaceFile]) -> str:
+    """What a list of read_metadata rows (e.g. a contact sheet's faces) shows, by content."""
+    return hash_json([[files[int(f)].key, int(r)] for f, r in zip(rows["_file"], rows["_row"])])[:16]
+
+
+def write_faceset(folder: Path, kept: Any, files: list[FaceFile], previous: dict[str, Path]) -> dict[str, int]:
+    """The kept faces as a segment folder: one segment per source file with kept faces, in
+    source and frame order, keyed by that file and the rows kept of it. A key the previous
+    faceset has is linked from it; only the others read their file's images and are written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    counts = {"segments": 0, "segments_written": 0}
+    for ordinal, (index, rows) in enumerate(sorted(kept.groupby("_file").indices.items())):
+        chosen = sorted(int(r) for r in kept["_row"].to_numpy()[rows])
+        key = hash_json({"layout": LAYOUT, "format": FORMAT_VERSION, "file": files[index].key, "rows": chosen})[:16]
+        name = f"{ordinal:05d}-{key}.parquet"
+        counts["segments"] += 1
+        if key in previous and link(previous[key], folder / name):
+            continue
+        write_table(folder / name, read_faces(files[index].path).iloc[chosen])
+        counts["segments_written"] += 1
+    if not counts["segments"]:
+        write_faces(folder / EMPTY, [])
+    return counts
 
 
 def contact_sheet(images: list[np.ndarray], columns: int = 8, cell: int = 96) -> bytes:

@@ -104,8 +104,33 @@ def tree_hash(folder: Path) -> str:
     digest = hashlib.sha256()
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(file.relative_to(folder).as_posix().encode() + b"\0")
-        digest.update(sha256_file(file).encode())
+        digest.update(known_sha256(file).encode())
     return digest.hexdigest()
+
+
+_HASH_ATTR = "user.swapline.sha256"
+
+
+def known_sha256(path: Path) -> str:
+    """sha256_file, remembered on the file itself (an extended attribute naming the size and
+    modification time it was taken at). A hard link shares it: a new version that links the
+    unchanged segments of the previous one (ops/facesegments.py) hashes only what it wrote, so
+    publishing an addition costs the addition, not everything already there. Where the
+    filesystem has no user attributes, or the file changed, the content is hashed."""
+    stat = os.stat(path)
+    stamp = f"{stat.st_size}:{stat.st_mtime_ns}:"
+    try:
+        value = os.getxattr(path, _HASH_ATTR).decode()
+        if value.startswith(stamp):
+            return value[len(stamp):]
+    except (OSError, AttributeError):
+        pass
+    digest = sha256_file(path)
+    try:
+        os.setxattr(path, _HASH_ATTR, (stamp + digest).encode())
+    except (OSError, AttributeError):  # no user xattrs here (some filesystems, macOS): hash each time
+        pass
+    return digest
 
 
 @dataclass(frozen=True)

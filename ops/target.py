@@ -15,8 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -85,7 +83,7 @@ def _face_row(analyzer, rgb: np.ndarray, index: int, t: float, face: DetectedFac
 
 
 def _analyse(video: str, out: str, settings, fan_weights_dir: str, device: str, seeds: dict[int, list[DetectedFace]],
-             workers: int, progress_file: str | None, reverify: int) -> dict[str, Any]:
+             progress_file: str | None, reverify: int) -> dict[str, Any]:
     """The child's work: decode, detect (seeded frames excepted), track, embed, write the table."""
     import pandas as pd
 
@@ -108,18 +106,13 @@ def _analyse(video: str, out: str, settings, fan_weights_dir: str, device: str, 
             last[0] = time.monotonic()
             atomic_write_bytes(progress_file, f"{counts['frames']} {info.frames or 0}".encode())
 
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        ahead: deque = deque()
-        for index, t, rgb in iter_timed(video):
-            seeded = seeds.get(index)
-            counts["seeded" if seeded is not None else "detections_run"] += 1
-            ahead.append((index, t, rgb, pool.submit(analyzer.detect, rgb) if seeded is None else seeded))
-            while len(ahead) > 2 * max(1, workers):
-                i, ti, frame, found = ahead.popleft()
-                finish(i, ti, frame, found if isinstance(found, list) else found.result())
-        while ahead:
-            i, ti, frame, found = ahead.popleft()
-            finish(i, ti, frame, found if isinstance(found, list) else found.result())
+    # One thread: detection in a thread pool next to the embedding in this one crashed the child
+    # (SIGSEGV) now and then; dlib's models are not shared across threads here. The decoder
+    # still runs its own threads, and the child is off the `gpu` pool and off Dagster's process.
+    for index, t, rgb in iter_timed(video):
+        seeded = seeds.get(index)
+        counts["seeded" if seeded is not None else "detections_run"] += 1
+        finish(index, t, rgb, seeded if seeded is not None else analyzer.detect(rgb))
     _check_complete(Path(video), info, counts["frames"])
     pd.DataFrame(rows, columns=_COLUMNS).to_parquet(out, index=False)
     return {**counts, "faces": len(rows), "tracks": tracks.next_id, "width": info.width, "height": info.height,
@@ -131,7 +124,7 @@ _COLUMNS = ["frame_index", "timestamp", "bbox", "score", "landmarks", "track", "
 
 
 def analyse_target(video: Path, out: Path, settings, *, fan_weights_dir: str = "", device: str = "cpu",
-                   seeds: dict[int, list[DetectedFace]] | None = None, workers: int = 1,
+                   seeds: dict[int, list[DetectedFace]] | None = None,
                    progress: Callable[[int, int], None] | None = None, reverify: int = REVERIFY) -> dict[str, Any]:
     """Analyse every frame of `video` in a child process (damaged media can crash the decoder)
     into the table `out`; returns counts and the video's facts. `seeds`: frame index -> faces
@@ -150,7 +143,7 @@ def analyse_target(video: Path, out: Path, settings, *, fan_weights_dir: str = "
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        return run_isolated(_analyse, str(video), str(out), settings, fan_weights_dir, device, seeds or {}, workers,
+        return run_isolated(_analyse, str(video), str(out), settings, fan_weights_dir, device, seeds or {},
                             str(progress_file) if progress else None, reverify, label=f"analysing {video.name}")
     finally:
         done.set()

@@ -62,6 +62,8 @@ class TrainResult:
 def _side_data(faces: np.ndarray, masks: np.ndarray | None, resolution: int, device: torch.device,
                index: np.ndarray | None = None):
     index = np.arange(len(faces)) if index is None else np.asarray(index)
+    if faces.ndim == 4 and faces.shape[1:] == (3, resolution, resolution) and faces.dtype == np.uint8 and len(index):
+        return _resized_rows(faces, index, device), None if masks is None else _resized_rows(masks, index, device)
     if faces.ndim != 4 or faces.shape[-1] != 3 or faces.dtype != np.uint8 or len(index) == 0:
         raise ValueError(f"faces must be a non-empty uint8 array (N,S,S,3), got {faces.dtype} {faces.shape}, {len(index)} rows")
     if masks is not None and masks.shape != faces.shape[:3]:
@@ -71,6 +73,15 @@ def _side_data(faces: np.ndarray, masks: np.ndarray | None, resolution: int, dev
     scale = 1.0 if masks is not None and masks.dtype == np.uint8 and rows_max(masks, index) > 1 else 255.0
     mask = None if masks is None else rows_to_device(masks, index, resolution, device, scale)  # (N,1,R,R)
     return rgb, mask
+
+
+def _resized_rows(array: np.ndarray, index: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Rows of an array already at model resolution (trainset.at_resolution: (N,C,R,R) uint8
+    0..255) onto the device, a chunk at a time."""
+    out = torch.empty((len(index), *array.shape[1:]), dtype=torch.uint8, device=device)
+    for i in range(0, len(index), 256):
+        out[i : i + 256] = torch.from_numpy(take(array, index[i : i + 256])).to(device)
+    return out
 
 
 def _sample(rgb: torch.Tensor, mask: torch.Tensor | None, batch: int, generator: torch.Generator):

@@ -5,8 +5,8 @@ the faceset's PNGs again (~2 ms a 256 px face with its mask: ~10 s for 5,000 fac
 cache lives inside the faceset version folder it was decoded from, in `.decoded/<key>/`:
 
   - a faceset version folder never changes once published, so its folder names the content
-    (the key adds the parquet's size and mtime and the mask feather, so a table rewritten in
-    place outside the store, as tests do, is decoded again rather than read stale);
+    (the key adds each table file's name, size and mtime and the mask feather, so a table
+    rewritten in place outside the store, as tests do, is decoded again rather than read stale);
   - `swapline gc` removes a version folder whole (ops/retention.py), so the cache (~1.3 GB
     per 5,000 faces) goes with its faceset: nothing to evict separately, nothing left behind
     (a run still reading it keeps its open maps: unlinked files live on until closed);
@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from swapline.ops.faces import hull_mask, transform_points
+from swapline.ops.facesegments import segment_paths
 from swapline.ops.facetable import decode_image, table_version
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class DecodedFaceset:
 
 
 def faceset_parquet(faceset: Path) -> Path:
-    """A faceset folder or its faceset.parquet -> the parquet."""
+    """A faceset folder or its faceset.parquet (a file, or a folder of segments) -> the parquet."""
     faceset = Path(faceset)
     return faceset if faceset.suffix == ".parquet" else faceset / "faceset.parquet"
 
@@ -67,8 +68,9 @@ def faceset_parquet(faceset: Path) -> Path:
 def open_faceset(faceset: Path, feather: int = 5) -> DecodedFaceset:
     """The decoded arrays of a faceset (folder or faceset.parquet), decoding it on first use."""
     parquet = faceset_parquet(faceset)
-    stat = parquet.stat()
-    key = hashlib.sha256(f"{CACHE_VERSION}:{feather}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    files = [(p.name, p.stat()) for p in segment_paths(parquet)]
+    stamp = ":".join(f"{name}:{stat.st_size}:{stat.st_mtime_ns}" for name, stat in files)
+    key = hashlib.sha256(f"{CACHE_VERSION}:{feather}:{stamp}".encode()).hexdigest()[:16]
     folder = parquet.parent / DECODED / key
     if folder.is_dir():
         try:
@@ -78,6 +80,43 @@ def open_faceset(faceset: Path, feather: int = 5) -> DecodedFaceset:
             _discard(folder)
     _build(parquet, folder, feather)
     return _open(folder)
+
+
+def at_resolution(decoded: DecodedFaceset, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """The faces (N,3,R,R) and masks (N,1,R,R), uint8 0..255, at a model's resolution: resized once
+    per faceset version and resolution (the same resize the trainer did on every start: every
+    resumed run then starts without it), kept beside the decoded arrays, memory-mapped."""
+    folder = decoded.folder / f"r{resolution}"
+    if not folder.is_dir():
+        _build_resized(decoded, resolution, folder)
+    try:
+        return tuple(np.load(folder / name, mmap_mode="r", allow_pickle=False) for name in ("faces.npy", "masks.npy"))  # type: ignore[return-value]
+    except (OSError, ValueError) as exc:  # damaged: set aside and resize again
+        logger.warning("resized faceset %s unreadable (%s): resizing again", folder, exc)
+        _discard(folder)
+        _build_resized(decoded, resolution, folder)
+        return tuple(np.load(folder / name, mmap_mode="r", allow_pickle=False) for name in ("faces.npy", "masks.npy"))  # type: ignore[return-value]
+
+
+def _build_resized(decoded: DecodedFaceset, resolution: int, final: Path) -> None:
+    import torch
+
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".tmp-"))
+    try:
+        n, every = len(decoded), np.arange(len(decoded))
+        for name, array, channels in (("faces.npy", decoded.faces, 3), ("masks.npy", decoded.masks, 1)):
+            out = np.lib.format.open_memmap(tmp / name, mode="w+", dtype=np.uint8, shape=(n, channels, resolution, resolution))
+            for i in range(0, n, BATCH):
+                out[i : i + BATCH] = rows_to_device(array, every[i : i + BATCH], resolution, torch.device("cpu")).numpy()
+            out.flush()
+            del out
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process resized it first: same content, keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def load_faceset(path: Path, feather: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -140,14 +179,14 @@ def _build(parquet: Path, final: Path, feather: int) -> None:
     import pyarrow.parquet as pq
 
     table_version(parquet)  # refuses a file that is not a face table
-    file = pq.ParquetFile(parquet)
-    n = file.metadata.num_rows
+    files = [pq.ParquetFile(path) for path in segment_paths(parquet)]
+    n = sum(file.metadata.num_rows for file in files)
     if n == 0:
         raise ValueError(f"{parquet} holds no faces: nothing to train on")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".tmp-"))
     try:
-        _decode_into(tmp, file, n, feather)
+        _decode_into(tmp, files, n, feather)
         try:
             os.rename(tmp, final)
         except OSError:  # another process published it first: same content, keep theirs
@@ -158,12 +197,12 @@ def _build(parquet: Path, final: Path, feather: int) -> None:
     logger.info("decoded %d faces of %s into %s", n, parquet, final)
 
 
-def _decode_into(tmp: Path, file, n: int, feather: int) -> None:
-    """Decode every face of the parquet `file` batch by batch, appending to the .npy files."""
+def _decode_into(tmp: Path, files: list, n: int, feather: int) -> None:
+    """Decode every face of the parquet `files` batch by batch, appending to the .npy files."""
     points, ids, handles = [], [], {}
     workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     try:
-        _decode_batches(file, n, feather, workers, tmp, handles, points, ids)
+        _decode_batches(files, n, feather, workers, tmp, handles, points, ids)
         for handle in handles.values():
             handle.flush()
             os.fsync(handle.fileno())
@@ -177,10 +216,13 @@ def _decode_into(tmp: Path, file, n: int, feather: int) -> None:
             os.fsync(handle.fileno())
 
 
-def _decode_batches(file, n: int, feather: int, workers: int, tmp: Path, handles: dict, points: list, ids: list) -> None:
+def _decode_batches(files: list, n: int, feather: int, workers: int, tmp: Path, handles: dict, points: list, ids: list) -> None:
     size = None
+    batches = (batch for file in files for batch in file.iter_batches(batch_size=BATCH, columns=["face_id", "landmarks", "matrix", "image"]))
     with ThreadPoolExecutor(workers) as pool:  # cv2 decodes and blurs without the GIL
-        for batch in file.iter_batches(batch_size=BATCH, columns=["face_id", "landmarks", "matrix", "image"]):
+        for batch in batches:
+            if not batch.num_rows:
+                continue
             rows = batch.to_pydict()
             pts = np.stack([_crop_points(lm, m) for lm, m in zip(rows["landmarks"], rows["matrix"])])  # (B, 68, 2)
             size = size or decode_image(rows["image"][0]).shape[0]

@@ -1,4 +1,4 @@
-"""Downloads URL sources with yt-dlp, with the limits an unattended pipeline needs."""
+"""Downloads URL sources with yt-dlp under the project's `downloads:` settings."""
 
 from __future__ import annotations
 
@@ -7,32 +7,29 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from swapline.ops.download import AlreadyDownloaded, Downloaded, DownloadSettings, download_url
+from swapline.ops.download import AlreadyDownloaded, Downloaded, DownloadSettings, download_url, remote_change
 
 
 class Downloader(dg.ConfigurableResource):
-    """yt-dlp with explicit retries, a timeout, a byte cap we enforce and a resolution cap."""
+    """yt-dlp with the limits an unattended pipeline needs. What to download and how patiently is
+    the project's (`downloads:`, passed to each call); only where this machine keeps its per-host
+    locks is configured here."""
 
-    retries: int = Field(default=10, ge=0, description="HTTP retries (embedded yt-dlp retries nothing unless told).")
-    fragment_retries: int = Field(default=10, ge=0, description="Retries per fragment of segmented streams.")
-    socket_timeout: float = Field(default=20.0, gt=0, description="Seconds before a stalled connection fails.")
-    max_megabytes: int = Field(default=4096, ge=1, description="Abort a download larger than this (enforced by us).")
-    max_height: int = Field(default=1080, ge=144, description="Best format at or below this height.")
+    hosts_dir: str | None = Field(default=None, description="Folder of the per-host lock files that every process on "
+                                  "this machine shares (default: <tmp>/swapline-hosts-<uid>).")
 
-    def fetch(self, url: str, dest_dir: Path, archive: Path | None = None) -> Downloaded:
+    def fetch(self, url: str, dest_dir: Path, settings: DownloadSettings, archive: Path | None = None) -> Downloaded:
         """Download into dest_dir, recording the video in `archive`. A video the archive already
-        lists whose file we no longer hold is fetched again rather than failing."""
+        lists whose file we no longer hold (or whose file changed) is fetched again rather than failing."""
         try:
-            return download_url(url, dest_dir, self._settings(archive))
+            return download_url(url, dest_dir, settings, archive=archive, gate_dir=self._gate())
         except AlreadyDownloaded:
-            return download_url(url, dest_dir, self._settings(None))
+            return download_url(url, dest_dir, settings, gate_dir=self._gate())
 
-    def _settings(self, archive: Path | None) -> DownloadSettings:
-        return DownloadSettings(
-            retries=self.retries,
-            fragment_retries=self.fragment_retries,
-            socket_timeout=self.socket_timeout,
-            max_bytes=self.max_megabytes * 1024 * 1024,
-            max_height=self.max_height,
-            archive=archive,
-        )
+    def changed(self, url: str, recorded: dict[str, str] | None, settings: DownloadSettings) -> str | None:
+        """What changed behind a directly downloaded URL since it was collected (None: nothing, or
+        nothing can be told); one HEAD request, in the host's turn."""
+        return remote_change(url, recorded, settings, gate_dir=self._gate())
+
+    def _gate(self) -> Path | None:
+        return Path(self.hosts_dir) if self.hosts_dir else None

@@ -212,6 +212,31 @@ def cmd_refresh(args) -> int:
     return 0 if summary.ok else 1
 
 
+def cmd_collect(args) -> int:
+    """List every URL source (channels, playlists, feeds, pages expand), register what is new,
+    download and extract only that (swapline/collection.py)."""
+    path = project_path(args.project)
+    project = load_project(path)
+    if args.identity and args.identity not in project.identities:
+        print(f"error: no identity {args.identity!r} in {path} (known: {', '.join(project.identities)})", file=sys.stderr)
+        return 2
+    _env_defaults(path)
+    if (status := _supervised("collect", path, *(["--identity", args.identity] if args.identity else []))) is not None:
+        return status
+    import dagster as dg
+
+    from swapline.collection import collect
+    from swapline.runner import new_log_file
+
+    home = Path(os.environ["DAGSTER_HOME"]).resolve()
+    with dg.DagsterInstance.get() as instance:
+        summary = collect(project, instance, Path(os.environ["SWAPLINE_HOME"]), [args.identity] if args.identity else None,
+                          echo=lambda line: print(line, flush=True), log_level="CRITICAL", log_file=new_log_file(home, "collect"))
+    print(f"== collected in {summary.seconds:.0f}s: {len(summary.succeeded)} ok, {len(summary.failed)} failed")
+    _closing_lines(summary)
+    return 0 if summary.ok else 1
+
+
 def cmd_evaluate(args) -> int:
     """Held-out metrics of a swap's published model (ops/evaluate.py); PNGs only with --out."""
     import json
@@ -277,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         ("init-home", cmd_init_home, "write dagster.yaml into $DAGSTER_HOME"),
         ("status", cmd_status, "what is stale or missing, per asset and partition, and why"),
         ("refresh", cmd_refresh, "materialize exactly what is stale or missing, stage by stage"),
+        ("collect", cmd_collect, "list URL sources (channels, playlists, feeds), collect and extract what is new"),
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--project", default=None, help=f"project YAML (default ${PROJECT_ENV} or ./swapline.yaml)")
@@ -285,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--all", action="store_true", help="list fresh asset partitions too")
         if name == "refresh":
             p.add_argument("--dry-run", action="store_true", help="print what would be materialized, run nothing")
+        if name == "collect":
+            p.add_argument("--identity", default=None, help="only this identity's sources (default: all)")
     p = sub.add_parser("evaluate", help="held-out metrics of a swap's model: reconstruction, identity transfer, pose")
     p.add_argument("--project", default=None, help=f"project YAML (default ${PROJECT_ENV} or ./swapline.yaml)")
     p.add_argument("--swap", required=True, help="the swap's name in the project file")

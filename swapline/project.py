@@ -20,8 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 # The settings of each stage are defined once, by the ops that use them; the project file embeds them.
 from swapline.ops.convert_options import ConvertOptions as ConversionOptions
+from swapline.ops.download_settings import DownloadSettings
 from swapline.ops.faces import AnalyzerSettings
 from swapline.ops.faceset import FacesetSettings
+from swapline.ops.listing import Selection
 from swapline.ops.model_config import ModelConfig
 from swapline.ops.train_config import TrainConfig
 
@@ -61,8 +63,11 @@ def _check_url(value: str) -> str:
     return value
 
 
-class Source(_Strict):
-    """Exactly one of `url`, `video` or `photos`."""
+class Source(Selection):
+    """Exactly one of `url`, `video` or `photos`. A URL may list several videos (a playlist, a
+    channel, a feed, a page, a search: whatever yt-dlp lists); the selection fields (from
+    swapline.ops.listing.Selection: max_entries, after, min/max_duration, title, exclude) pick
+    which of them are collected."""
 
     url: str | None = Field(default=None, description="Anything yt-dlp supports (http/https).")
     video: Path | None = Field(default=None, description="A local video file.")
@@ -78,6 +83,8 @@ class Source(_Strict):
             raise ValueError("each source needs exactly one of url:, video: or photos:")
         if self.url is not None:
             _check_url(self.url)
+        elif chosen := sorted(k for k, f in Selection.model_fields.items() if getattr(self, k) != f.get_default(call_default_factory=True)):
+            raise ValueError(f"{', '.join(chosen)}: only a url: source lists entries to select from")
         return self
 
     @property
@@ -205,6 +212,8 @@ class Project(_Strict):
     extraction: Extraction = Field(default_factory=Extraction)
     curation: FacesetSettings = Field(default_factory=FacesetSettings, description="How each faceset is filtered and deduplicated.")
     checks: Checks = Field(default_factory=Checks, description="Thresholds of the faceset data checks.")
+    downloads: DownloadSettings = Field(default_factory=DownloadSettings, description="How URL sources are downloaded: "
+                                        "size cap, stall timeout, retries, resolution, per-host pause.")
     collect_schedule: str = Field(default="0 3 * * *", description="Cron for re-running collection (daily by default).")
 
     @model_validator(mode="after")

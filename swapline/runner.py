@@ -15,6 +15,7 @@ from typing import Callable
 import dagster as dg
 
 from swapline.assets.automation import observe_sources, sync_partitions
+from swapline.assets.common import sources_partitions
 from swapline.build import build_assets, default_resources
 from swapline.liveness import run_tags_here
 from swapline.ops import interrupts
@@ -41,11 +42,12 @@ class RunSummary:
         return not self.failed
 
 
-def plan(project: Project) -> list[Step]:
-    """The order a person would run things in: per source, then per identity, swap, conversion."""
+def plan(project: Project, partitions: dict[str, list[str]] | None = None) -> list[Step]:
+    """The order a person would run things in: per source partition (`partitions`: per identity;
+    default its local sources), then per identity, swap, conversion."""
     steps = []
     for identity in project.identities:
-        for key in project.source_keys(identity):
+        for key in (partitions or {}).get(identity, project.source_keys(identity)):
             keys = [dg.AssetKey([identity, stage]) for stage in ("source_media", "frames", "aligned_faces")]
             steps.append(Step(f"{identity}/{key}", keys, key))
         steps.append(Step(f"{identity}/faceset", [dg.AssetKey([identity, "faceset"])]))
@@ -61,12 +63,16 @@ def plan(project: Project) -> list[Step]:
 
 def materialize_project(project: Project, instance: dg.DagsterInstance, *, resources: dict | None = None,
                         echo: Callable[[str], None] = print, log_level: str = "INFO", log_file: Path | None = None) -> RunSummary:
+    from swapline.collection import collect_urls
+
     sync_partitions(project, instance)
     observe_sources(project, instance)  # what the runs build from, as the source watch would record it
+    collect_urls(project, instance, Path(os.environ["SWAPLINE_HOME"]), echo=echo)  # URL sources: their batches
+    partitions = {identity: instance.get_dynamic_partitions(sources_partitions(identity).name) for identity in project.identities}
     assets = build_assets(project)
     resources = resources or default_resources()
     summary, start = RunSummary(log_file=log_file), time.monotonic()
-    steps = plan(project)
+    steps = plan(project, partitions)
     for i, step in enumerate(steps, 1):
         echo(f"[{i}/{len(steps)}] {step.label}: {run_step(step, assets, instance, resources, summary, log_level)}")
     summary.seconds = time.monotonic() - start

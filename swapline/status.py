@@ -25,7 +25,8 @@ from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, Temp
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleCause, StaleCauseCategory
 from dagster._time import get_current_datetime
 
-from swapline.assets.automation import DATA_VERSION_TAG, observe_sources, sync_partitions
+from swapline.assets.automation import DATA_VERSION_TAG, observe_sources, sync_partitions, wanted_partitions
+from swapline.assets.common import sources_partitions
 from swapline.build import build_assets, default_resources
 from swapline.liveness import INTERRUPTED_TAG, PARTITION_TAG, reap_dead_runs, run_assets
 from swapline.project import Project
@@ -58,8 +59,9 @@ def asset_graph(project: Project):
 def project_status(project: Project, instance: dg.DagsterInstance, keys: list[dg.AssetKey] | None = None,
                    graph=None) -> list[Row]:
     """One row per materializable asset and partition, in `stages` order (only `keys` if given).
-    Partitions are the project file's sources, not the instance's: a source just added to the
-    file shows as MISSING before the sync sensor (or `refresh`) has registered it."""
+    Partitions are the project file's local sources (not the instance's: a source just added to
+    the file shows as MISSING before the sync sensor or `refresh` registered it) and the batches
+    its URL sources' listings registered."""
     graph = graph or asset_graph(project)
     resolver = _resolver(instance, graph)
     failures = failed_attempts(instance)
@@ -67,7 +69,7 @@ def project_status(project: Project, instance: dg.DagsterInstance, keys: list[dg
     for key in (key for stage in stages(graph) for key in stage):
         if keys is not None and key not in keys:
             continue
-        for partition in _partitions(project, graph, key):
+        for partition in _partitions(project, instance, graph, key):
             if failed := _still_failed(instance, failures.get((key, partition)), key, partition):
                 rows.append(Row(key, partition, FAILED, failed))
                 continue
@@ -158,11 +160,12 @@ def _resolver(instance: dg.DagsterInstance, graph) -> CachingStaleStatusResolver
     return CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
 
 
-def _partitions(project: Project, graph, key: dg.AssetKey) -> list[str | None]:
+def _partitions(project: Project, instance: dg.DagsterInstance, graph, key: dg.AssetKey) -> list[str | None]:
     if not graph.get(key).is_partitioned:
         return [None]
     identity = key.path[0]  # only per-source assets are partitioned: <identity>/<stage>
-    return sorted(project.source_keys(identity))
+    existing = set(instance.get_dynamic_partitions(sources_partitions(identity).name))
+    return sorted(wanted_partitions(project, identity, existing))  # a URL source's batches once listed
 
 
 def _cause_text(cause: StaleCause) -> str:
@@ -206,19 +209,21 @@ def _label(key: dg.AssetKey, partition: str | None) -> str:
 # --- refresh ------------------------------------------------------------------------------
 
 def refresh(project: Project, instance: dg.DagsterInstance, *, resources: dict | None = None,
-            echo: Callable[[str], None] = print, log_level: str = "INFO", log_file=None) -> RunSummary:
+            echo: Callable[[str], None] = print, log_level: str = "INFO", log_file=None,
+            only: set[dg.AssetKey] | None = None) -> RunSummary:
     """Materialize exactly the stale, missing and failed asset partitions, one run each, stage by
     stage in topological order, asking Dagster again before each stage: a rebuilt input with
     a new data version is what makes the next stage stale. Failures are handled as in
     `swapline run` (runner.run_step): a step after a failed input is skipped, except a
-    faceset, which still builds from the sources that worked."""
+    faceset, which still builds from the sources that worked. `only`: these assets, no others."""
     for line in look_around(project, instance):  # partitions, dead runs, the sources' files
         echo(line)
     assets, graph = build_assets(project), asset_graph(project)
     resources = resources or default_resources()
     summary, start, ran = RunSummary(log_file=log_file), time.monotonic(), {}
     for level in stages(graph):
-        for row in project_status(project, instance, keys=level, graph=graph):
+        level = [key for key in level if only is None or key in only]
+        for row in project_status(project, instance, keys=level, graph=graph) if level else []:
             if not row.needs_run:
                 continue
             ran[row.label] = row

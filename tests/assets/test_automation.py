@@ -55,16 +55,15 @@ def test_sensor_skips_a_broken_project_file(media_dir, instance, write_project):
     assert isinstance(result, dg.SkipReason) and "consent" in result.skip_message
 
 
-def test_schedule_requests_every_source_of_the_identity(media_dir, write_project):
+def test_schedule_requests_every_source_of_the_identity(media_dir, write_project, swapline_home):
     project, path = write_project(project_data(media_dir, "single_face.mp4", "face_noface.mov"))
     defs = build_definitions(project, path)
-    schedule = defs.get_schedule_def("collect_ben_schedule")
+    schedule = defs.resolve_schedule_def("collect_ben_schedule")
     assert schedule.cron_schedule == "0 3 * * *"
     with dg.instance_for_test() as instance:  # schedules need an instance with a ref, not an ephemeral one
         sync_partitions(project, instance)
         tick = datetime.datetime(2026, 11, 23, 3, tzinfo=datetime.timezone.utc)
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick,
-                                            repository_def=defs.get_repository_def())
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick, repository_def=defs.get_repository_def())
         requests = schedule.evaluate_tick(context).run_requests
         assert len({r.run_key for r in requests}) == len(requests)
     assert sorted(r.partition_key for r in requests) == sorted(project.source_keys("ben"))

@@ -7,6 +7,7 @@ import dagster as dg
 import pytest
 
 from swapline.build import build_assets, default_resources
+from swapline.ops import facesegments
 from swapline.ops.images import encode_jpeg
 from tests.conftest import CONSENT
 
@@ -69,3 +70,42 @@ def test_rematerializing_analyses_only_new_photos(demo_frames, swapline_home, in
     changed, _ = write_project(config)
     rescaled = materialize(changed, instance, partition, stages=("aligned_faces",))
     assert value(rescaled["aligned_faces"], "detections_run") == 7 and value(rescaled["aligned_faces"], "cache_hits") == 0
+
+
+def test_growth_rewrites_few_segments_and_versions_do_not_depend_on_history(demo_frames, swapline_home, instance,
+                                                                               write_project, tmp_path, monkeypatch):
+    monkeypatch.setattr(facesegments, "SEGMENT_FRAMES", 2)  # 7 photos make several segments
+    monkeypatch.setattr(facesegments, "MAX_FRAMES", 3)
+    folder = tmp_path / "anna_photos"
+    folder.mkdir()
+    photos = {f"photo_{i}.jpg": encode_jpeg(frame) for i, frame in enumerate(demo_frames)}
+    for name, data in photos.items():
+        if name != "photo_3.jpg":  # added later, in the middle of the folder
+            (folder / name).write_bytes(data)
+    config = {"identities": {"anna": {"consent": CONSENT, "sources": [{"photos": str(folder)}]}},
+              "extraction": {"face_size": 96, "backend": "dlib"}, "checks": {"min_faces": 1}}  # 7 faces may train
+    project, _ = write_project(config)
+    (partition,) = project.source_keys("anna")
+    faceset = dg.AssetKey(["anna", "faceset"])
+
+    def build_all(instance) -> tuple[dg.AssetMaterialization, str]:
+        instance.add_dynamic_partitions("anna_sources", [partition])
+        faces = materialize(project, instance, partition)["aligned_faces"]
+        assert dg.materialize(build_assets(project), selection=[faceset], instance=instance,
+                              resources=default_resources()).success
+        (record,) = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=faceset), limit=1).records
+        return faces, record.asset_materialization.tags["dagster/data_version"]
+
+    first, _ = build_all(instance)
+    (folder / "photo_3.jpg").write_bytes(photos["photo_3.jpg"])
+    grown, grown_faceset = build_all(instance)
+    assert value(first, "segments") >= 3 and value(grown, "detections_run") == 1
+    assert 1 <= value(grown, "segments_written") < value(grown, "segments")
+
+    # The same photos built at once, in another home and instance: the same versions.
+    monkeypatch.setenv("SWAPLINE_HOME", str(tmp_path / "fresh_home"))
+    with dg.DagsterInstance.ephemeral() as fresh:
+        at_once, at_once_faceset = build_all(fresh)
+    assert value(at_once, "segments_written") == value(at_once, "segments") == value(grown, "segments")
+    assert at_once.tags["dagster/data_version"] == grown.tags["dagster/data_version"]
+    assert at_once_faceset == grown_faceset

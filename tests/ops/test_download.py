@@ -1,5 +1,6 @@
 """ops.download against a local HTTP server (no internet), as yt-dlp's own tests do."""
 
+import json
 import re
 import sys
 import threading
@@ -82,7 +83,7 @@ def server():
     httpd.server_close()
 
 
-FAST = DownloadSettings(retries=1, fragment_retries=1, socket_timeout=5)
+FAST = DownloadSettings(retries=1, fragment_retries=1, stall_timeout_seconds=5, host_pause_seconds=0)
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -100,8 +101,8 @@ def test_download_through_the_generic_extractor(server, tmp_path):
 
 @pytest.mark.parametrize("route", ["", "/nolength"])
 def test_byte_cap_aborts_and_leaves_nothing(server, tmp_path, route):
-    settings = DownloadSettings(retries=1, fragment_retries=1, socket_timeout=5, max_bytes=50_000)
-    with pytest.raises(DownloadError, match="larger than the limit of 50000 bytes") as info:
+    settings = FAST.model_copy(update={"max_download_mb": 0.05})  # 52428 bytes; the clip has 208428
+    with pytest.raises(DownloadError, match="larger than the limit of 0.05 MiB") as info:
         download_url(f"{server}{route}/single_face.mp4", tmp_path, settings)
     assert "single_face.mp4" in str(info.value)
     assert _leftovers(tmp_path) == []
@@ -124,8 +125,148 @@ def test_missing_page_fails_quickly(server, tmp_path):
 
 
 def test_archive_skips_a_second_download(server, tmp_path):
-    settings = DownloadSettings(retries=1, fragment_retries=1, socket_timeout=5, archive=tmp_path / "archive.txt")
-    first = download_url(f"{server}/single_face.mp4", tmp_path / "videos", settings)
+    first = download_url(f"{server}/single_face.mp4", tmp_path / "videos", FAST, archive=tmp_path / "archive.txt")
     assert first.path.is_file() and (tmp_path / "archive.txt").read_text().strip()
     with pytest.raises(AlreadyDownloaded, match="archive"):
-        download_url(f"{server}/single_face.mp4", tmp_path / "videos", settings)
+        download_url(f"{server}/single_face.mp4", tmp_path / "videos", FAST, archive=tmp_path / "archive.txt")
+
+
+class _Awkward(BaseHTTPRequestHandler):
+    """The servers a new user meets: under /big/ one declaring 2 GiB (/big-nohead/: refusing HEAD,
+    so only the GET declares it; /page/: a page whose schema.org VideoObject declares it), under
+    /stall/ one that sends headers and a little then stalls, under /silent/ one that never
+    answers. Every request is logged as (method, path)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_HEAD(self):
+        self._answer(body=False)
+
+    def do_GET(self):
+        self._answer(body=True)
+
+    def _answer(self, body: bool) -> None:
+        self.server.requests.append((self.command, self.path))
+        if self.path.startswith("/silent/"):
+            self.server.release.wait(30)
+            return
+        if self.path.startswith("/big-nohead/") and not body:
+            self.send_error(405)
+            return
+        if self.path.startswith("/page/"):
+            self._page(body)
+            return
+        big = self.path.startswith("/big")
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Length", "2147483648" if big else "100000")
+        self.send_header("Connection", "close")
+        self.close_connection = True
+        self.end_headers()
+        if body:
+            self.wfile.write(b"\0" * 4096)
+            self.wfile.flush()
+            if not big:
+                self.server.release.wait(30)
+
+    def _page(self, body: bool) -> None:
+        video = {"@context": "https://schema.org", "@type": "VideoObject", "name": "clip", "contentUrl": f"http://{self.headers['Host']}/media/clip.mp4",
+                 "encodingFormat": "video/mp4", "contentSize": "2147483648"}
+        page = f'<html><head><script type="application/ld+json">{json.dumps(video)}</script></head><body></body></html>'.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        if body:
+            self.wfile.write(page)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def awkward():
+    """Two awkward servers: 127.0.0.1 on two ports, two hosts to the per-host gate."""
+    servers = []
+    for _ in range(2):
+        httpd = _Server(("127.0.0.1", 0), _Awkward)
+        httpd.daemon_threads, httpd.requests, httpd.release = True, [], threading.Event()
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+    yield [(f"http://127.0.0.1:{s.server_address[1]}", s.requests) for s in servers]
+    for httpd in servers:
+        httpd.release.set()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+CAP_100MB = DownloadSettings(max_download_mb=100, retries=1, stall_timeout_seconds=5, host_pause_seconds=0)
+
+
+def test_declared_size_over_the_cap_is_refused_before_anything_is_fetched(awkward, tmp_path):
+    base, requests = awkward[0]
+    with pytest.raises(DownloadError, match=r"limit of 100 MiB.*2147483648 bytes declared, nothing downloaded"):
+        download_url(f"{base}/big/clip.mp4", tmp_path / "dest", CAP_100MB, gate_dir=tmp_path / "hosts")
+    assert requests == [("HEAD", "/big/clip.mp4")]  # no GET at all
+    assert not (tmp_path / "dest").exists()
+
+
+def test_size_an_extractor_declares_is_refused_before_the_media_is_requested(awkward, tmp_path):
+    base, requests = awkward[0]
+    with pytest.raises(DownloadError, match="2147483648 bytes declared, nothing downloaded"):
+        download_url(f"{base}/page/watch", tmp_path / "dest", CAP_100MB, gate_dir=tmp_path / "hosts")
+    assert not [path for _, path in requests if path.startswith("/media/")]
+    assert _leftovers(tmp_path / "dest") == []
+
+
+def test_declared_size_in_the_get_alone_stops_at_the_first_block(awkward, tmp_path):
+    base, requests = awkward[0]
+    with pytest.raises(DownloadError, match="larger than the limit of 100 MiB"):
+        download_url(f"{base}/big-nohead/clip.mp4", tmp_path / "dest", CAP_100MB, gate_dir=tmp_path / "hosts")
+    assert [m for m, _ in requests].count("GET") == 2  # yt-dlp's look at the URL, then the download it stopped
+    assert _leftovers(tmp_path / "dest") == []  # the temp folder with the first block is gone
+
+
+STALL = DownloadSettings(stall_timeout_seconds=1, retries=1, host_pause_seconds=0)
+BILL = (STALL.retries + 1) * STALL.stall_timeout_seconds  # what a stall costs: 2 s
+
+
+def _download_timed(url: str, dest: Path, gates: Path) -> float:
+    started = time.monotonic()
+    with pytest.raises(DownloadError):
+        download_url(url, dest, STALL, gate_dir=gates)
+    return time.monotonic() - started
+
+
+def test_stalled_download_fails_within_retries_times_timeout(awkward, tmp_path):
+    base, requests = awkward[0]
+    took = _download_timed(f"{base}/stall/clip.mp4", tmp_path / "dest", tmp_path / "hosts")
+    assert BILL <= took < BILL + 1.5, took  # every try waited out its timeout, and no more
+    assert [m for m, _ in requests].count("GET") == 1 + STALL.retries + 1  # yt-dlp's look, then each try
+    assert _leftovers(tmp_path / "dest") == []
+
+
+def test_silent_server_fails_after_one_timeout(awkward, tmp_path):
+    base, requests = awkward[0]
+    with pytest.raises(DownloadError, match="no answer within 1 s"):
+        download_url(f"{base}/silent/clip.mp4", tmp_path / "dest", STALL, gate_dir=tmp_path / "hosts")
+    assert requests == [("HEAD", "/silent/clip.mp4")]
+
+
+def _in_parallel(urls: list[str], tmp_path: Path) -> float:
+    started = time.monotonic()
+    threads = [threading.Thread(target=_download_timed, args=(url, tmp_path / f"dest{i}", tmp_path / "hosts"))
+               for i, url in enumerate(urls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.monotonic() - started
+
+
+def test_stalled_hosts_in_parallel_do_not_add_up_but_one_host_takes_turns(awkward, tmp_path):
+    (one, _), (two, _) = awkward
+    two_hosts = _in_parallel([f"{one}/stall/a.mp4", f"{two}/stall/b.mp4"], tmp_path)
+    assert two_hosts < BILL + 1.5, two_hosts
+    same_host = _in_parallel([f"{one}/stall/a.mp4", f"{one}/stall/b.mp4"], tmp_path)
+    assert same_host >= 2 * BILL, same_host  # one request at a time per host

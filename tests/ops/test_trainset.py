@@ -78,6 +78,20 @@ def test_rewritten_table_and_damaged_cache_are_decoded_again(faceset, tmp_path):
     np.testing.assert_array_equal(trainset.open_faceset(folder).masks, _decoded_by_hand(folder)[2])
 
 
+def test_a_segmented_faceset_decodes_as_one_table(faceset, tmp_path):
+    table = facetable.read_faces(faceset / "faceset.parquet")
+    folder = tmp_path / "set"
+    facetable.write_table(folder / "faceset.parquet" / "00000-a.parquet", table.iloc[:5])
+    facetable.write_table(folder / "faceset.parquet" / "00001-b.parquet", table.iloc[5:])
+    decoded, whole = trainset.open_faceset(folder), trainset.open_faceset(faceset)
+    assert decoded.folder.parent == folder / trainset.DECODED and len(decoded) == len(table)
+    np.testing.assert_array_equal(decoded.faces, whole.faces)
+    np.testing.assert_array_equal(decoded.masks, whole.masks)
+    assert list(decoded.face_ids) == list(whole.face_ids)
+    facetable.write_table(folder / "faceset.parquet" / "00001-b.parquet", table.iloc[5:7])  # a segment replaced
+    assert len(trainset.open_faceset(folder)) == 7
+
+
 def _open_in_child(folder: str, queue) -> None:
     decoded = trainset.open_faceset(Path(folder))
     queue.put((len(decoded), int(decoded.faces.sum(dtype=np.int64))))

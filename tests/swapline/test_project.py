@@ -65,6 +65,17 @@ def test_unknown_key(tmp_path):
     assert "swaps.anna_ben.iteratons" in message and "unknown key" in message
 
 
+def test_downloads_section(tmp_path):
+    assert load_project(write(tmp_path, base())).downloads.max_download_mb == 2048  # the default, when absent
+    data = base()
+    data["downloads"] = {"max_download_mb": 100, "stall_timeout_seconds": 5, "retries": 1, "host_pause_seconds": 0}
+    downloads = load_project(write(tmp_path, data)).downloads
+    assert downloads.max_bytes == 100 * 1024 * 1024 and downloads.stall_timeout_seconds == 5 and downloads.retries == 1
+    data["downloads"] = {"max_size_mb": 100, "retries": -1}
+    message = error_for(tmp_path, data)
+    assert "downloads.max_size_mb: unknown key" in message and "downloads.retries" in message
+
+
 def test_missing_consent(tmp_path):
     data = base()
     del data["identities"]["ben"]["consent"]
