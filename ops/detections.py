@@ -124,21 +124,3 @@ def faceset_references(analyzer: Any, faceset_path: Path, cache_dir: Path | None
     from swapline.ops.trainset import faceset_parquet
 
     return faceset_reference_embeddings(faceset_parquet(faceset_path).parent, analyzer, cache_dir)
-
-
-def seed_from_extraction(cache: DetectionCache, frames_manifest: dict, faces_path: Path) -> int:
-    """Fill `cache` with what extraction already found in the same video (a training source
-    that is also converted): every frame extraction analysed gets its faces from the face
-    table, so conversion detects only the frames extraction did not sample. Returns the count."""
-    from swapline.ops.facetable import read_faces
-
-    table = read_faces(Path(faces_path), with_images=False)
-    sampled = [frame["index"] for frame in frames_manifest.get("frames", []) if frame.get("index", -1) >= 0]
-    found: dict[int, list[DetectedFace]] = {index: [] for index in sampled}
-    for row in table.itertuples():
-        if row.frame_index in found:
-            box = tuple(int(v) for v in row.bbox)
-            found[row.frame_index].append(DetectedFace(box, np.asarray(row.landmarks, np.float32).reshape(68, 2), 1.0))
-    for index, faces in found.items():
-        cache.faces.setdefault(index, faces)
-    return len(found)

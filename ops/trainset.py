@@ -101,8 +101,7 @@ def at_resolution(decoded: DecodedFaceset, resolution: int) -> tuple[np.ndarray,
 def _build_resized(decoded: DecodedFaceset, resolution: int, final: Path) -> None:
     import torch
 
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".tmp-"))
-    try:
+    def resize_into(tmp: Path) -> None:
         n, every = len(decoded), np.arange(len(decoded))
         for name, array, channels in (("faces.npy", decoded.faces, 3), ("masks.npy", decoded.masks, 1)):
             out = np.lib.format.open_memmap(tmp / name, mode="w+", dtype=np.uint8, shape=(n, channels, resolution, resolution))
@@ -110,13 +109,8 @@ def _build_resized(decoded: DecodedFaceset, resolution: int, final: Path) -> Non
                 out[i : i + BATCH] = rows_to_device(array, every[i : i + BATCH], resolution, torch.device("cpu")).numpy()
             out.flush()
             del out
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process resized it first: same content, keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    _build_folder(final, resize_into)
 
 
 def load_faceset(path: Path, feather: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -183,18 +177,24 @@ def _build(parquet: Path, final: Path, feather: int) -> None:
     n = sum(file.metadata.num_rows for file in files)
     if n == 0:
         raise ValueError(f"{parquet} holds no faces: nothing to train on")
+    _build_folder(final, lambda tmp: _decode_into(tmp, files, n, feather))
+    logger.info("decoded %d faces of %s into %s", n, parquet, final)
+
+
+def _build_folder(final: Path, build) -> None:
+    """`build(tmp)` into a temp folder beside `final`, then rename it into place; when another
+    process got there first (same content: the key names it), keep theirs."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".tmp-"))
     try:
-        _decode_into(tmp, files, n, feather)
+        build(tmp)
         try:
             os.rename(tmp, final)
-        except OSError:  # another process published it first: same content, keep theirs
+        except OSError:  # a rename onto a non-empty folder fails: theirs stays
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    logger.info("decoded %d faces of %s into %s", n, parquet, final)
 
 
 def _decode_into(tmp: Path, files: list, n: int, feather: int) -> None:
