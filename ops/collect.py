@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from swapline.ops.images import IMAGE_SUFFIXES
-from swapline.ops.storage import hash_json, sha256_file
+from swapline.ops.storage import hash_json, link_or_copy, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +63,10 @@ def collect_batch(entries: list[dict[str, Any]], dest_dir: Path, fetch: Callable
     held = {e["id"]: e for e in (previous or {}).get("entries", []) if e.get("file")}
     out = []
     for i, entry in enumerate(entries):
-        if (entry["id"] in held and previous_dir is not None and (previous_dir / held[entry["id"]]["file"]).is_file()
-                and not _changed_upstream(held[entry["id"]], changed)):
-            out.append(_link_entry(held[entry["id"]], previous_dir, dest_dir))
+        kept = held.get(entry["id"])
+        if (kept is not None and previous_dir is not None and not _changed_upstream(kept, changed)
+                and link_or_copy(previous_dir / kept["file"], dest_dir / kept["file"])):
+            out.append(kept)  # the previous version's file, linked: not downloaded again
             continue
         try:
             got = fetch(entry["url"], dest_dir / f"e{i:04d}")
@@ -96,20 +97,6 @@ def _changed_upstream(entry: dict[str, Any], changed: Callable[[str, dict[str, s
 
 class DownloadFailed(RuntimeError):
     """Not one entry of a batch could be downloaded."""
-
-
-def _link_entry(entry: dict[str, Any], previous_dir: Path, dest_dir: Path) -> dict[str, Any]:
-    """Hard-link a file the previous version holds (same filesystem: the store); copy if not."""
-    import os
-    import shutil
-
-    target = dest_dir / entry["file"]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(previous_dir / entry["file"], target)
-    except OSError:
-        shutil.copy2(previous_dir / entry["file"], target)
-    return entry
 
 
 def batch_videos(manifest: dict[str, Any], artifact_dir: Path) -> list[tuple[dict[str, Any], Path]]:

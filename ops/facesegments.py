@@ -21,14 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swapline.ops.storage import hash_json
+from swapline.ops.storage import hash_json, link_or_copy
 
 logger = logging.getLogger(__name__)
 
@@ -96,22 +94,6 @@ def previous_segments(table: Path | None) -> dict[str, Path]:
     return {key: path for path in segment_paths(table) if (key := segment_key(path))}
 
 
-def link(src: Path, dest: Path) -> bool:
-    """Hard-link (or, across filesystems, copy) a published segment into a table being built;
-    False when it is gone (gc removed its version meanwhile): the caller writes it instead."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dest)
-    except FileNotFoundError:
-        return False
-    except OSError:  # another filesystem, or one without hard links
-        try:
-            shutil.copyfile(src, dest)
-        except FileNotFoundError:
-            return False
-    return True
-
-
 def read_images(path: Path, rows: list[int]) -> list[bytes]:
     """The PNG crops of rows `rows` of one face-table file, reading only their row groups."""
     import pyarrow.parquet as pq
@@ -161,7 +143,7 @@ def write_face_table(table: Path, segments: list[Segment], reuse: dict[str, tupl
     entries: dict[str, dict] = {}
     for segment in segments:
         found = reuse.get(segment.key)
-        if found and link(found[0], table / segment.name):
+        if found and link_or_copy(found[0], table / segment.name):
             entries[segment.name] = {"file": segment.name, "key": segment.key, "stats": found[1]}
     todo = [s for s in segments if s.name not in entries]
     if len(todo) > 1:

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from swapline.ops.facesegments import EMPTY, LAYOUT, link, read_images, segment_key, segment_paths
+from swapline.ops.facesegments import EMPTY, LAYOUT, read_images, segment_key, segment_paths
 from swapline.ops.facetable import COLUMNS, FORMAT_VERSION, read_faces, write_faces, write_table
-from swapline.ops.storage import hash_json
+from swapline.ops.storage import hash_json, link_or_copy
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def write_faceset(folder: Path, kept: Any, files: list[FaceFile], previous: dict
         key = hash_json({"layout": LAYOUT, "format": FORMAT_VERSION, "file": files[index].key, "rows": chosen})[:16]
         name = f"{ordinal:05d}-{key}.parquet"
         counts["segments"] += 1
-        if key in previous and link(previous[key], folder / name):
+        if key in previous and link_or_copy(previous[key], folder / name):
             continue
         write_table(folder / name, read_faces(files[index].path).iloc[chosen])
         counts["segments_written"] += 1

@@ -99,6 +99,22 @@ def atomic_file(path: str | Path, suffix: str = "") -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def link_or_copy(src: Path, dest: Path) -> bool:
+    """Hard-link (or, across filesystems, copy) a published file into a version being built;
+    False when it is gone (gc removed its version meanwhile): the caller makes it afresh."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dest)
+    except FileNotFoundError:
+        return False
+    except OSError:  # another filesystem, or one without hard links
+        try:
+            shutil.copyfile(src, dest)
+        except FileNotFoundError:
+            return False
+    return True
+
+
 def tree_hash(folder: Path) -> str:
     """Hash of every file's relative path and content under `folder`."""
     digest = hashlib.sha256()
