@@ -10,12 +10,12 @@ import dagster as dg
 from swapline.assets.common import code_version, on_change, own_location, sources_partitions
 from swapline.ops import collect as ops
 from swapline.ops.download import DownloadSettings
-from swapline.ops.ledger import is_batch, source_of
+from swapline.ops.ledger import entries_table, is_batch, source_of
 from swapline.ops.media import BadMedia, probe
 from swapline.ops.storage import hash_json, write_manifest
 from swapline.project import Project, Source
 from swapline.resources.downloader import Downloader
-from swapline.resources.storage import StorageResource, recorded
+from swapline.resources.storage import StorageResource, artifact_metadata, recorded
 
 
 def source_version(source: Source, known: tuple[str, str] | None = None) -> tuple[str, str]:
@@ -176,22 +176,12 @@ def _result(manifest: dict, path: Path, gone: list[str] | None = None) -> dg.Mat
         "kind": kind,
         "files": len(files),
         "bytes": sum(f["bytes"] for f in files),
-        "artifact": dg.MetadataValue.path(str(path)),
+        **artifact_metadata(path),
     }
     if kind == "batch":
         metadata.update(entries=len(manifest["entries"]), failed=len(manifest["entries"]) - len(files), url=manifest["url"],
-                        gone=dg.MetadataValue.json(gone or []), listed=dg.MetadataValue.md(_entries_table(manifest["entries"])))
+                        gone=dg.MetadataValue.json(gone or []), listed=dg.MetadataValue.md(entries_table(manifest["entries"], status=True)))
     if "video" in manifest:
         metadata.update({f"video_{k}": v for k, v in manifest["video"].items() if v is not None})
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(ops.content_version(manifest)))
 
-
-def _entries_table(entries: list[dict]) -> str:
-    import time
-
-    def when(t):
-        return time.strftime("%Y-%m-%d", time.gmtime(t)) if t else ""
-
-    rows = "".join(f"| {e['id']} | {e['title'][:60]} | {when(e.get('uploaded'))} | {e.get('duration') or ''} | "
-                   f"{'collected' if e.get('file') else 'failed: ' + e.get('error', '')[:80]} | {e['url']} |\n" for e in entries[:200])
-    return "| entry | title | uploaded | seconds | status | url |\n|---|---|---|---|---|---|\n" + rows

@@ -14,7 +14,7 @@ from swapline.project import Project
 from swapline.quality_checks.video_checks import evaluate_converted, video_check_specs
 from swapline.resources.analyzer import FaceAnalyzerResource
 from swapline.resources.device import TorchDevice
-from swapline.resources.storage import ARTIFACT, StorageResource, artifact_input
+from swapline.resources.storage import StorageResource, artifact_input, artifact_metadata
 
 
 def converted_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
@@ -127,7 +127,7 @@ def _metadata(stats: dict, output: Path, folder: Path, target_manifest: dict) ->
     metadata.update({
         "audio": stats["audio"], "stage_seconds": dg.MetadataValue.json(stats["stage_seconds"]),
         "realtime_factor": round(duration / stats["seconds"], 3) if stats["seconds"] else 0.0,
-        "duration_s": duration, "size_mb": round(output.stat().st_size / 1e6, 2), ARTIFACT: dg.MetadataValue.path(str(folder)),
+        "duration_s": duration, "size_mb": round(output.stat().st_size / 1e6, 2), **artifact_metadata(folder),
         "video": dg.MetadataValue.path(str(output)),
         "provenance": dg.MetadataValue.path(str(folder / f"{output.stem}.provenance.json")),
     })

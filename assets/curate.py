@@ -23,7 +23,7 @@ from swapline.ops.storage import Published, write_manifest
 from swapline.project import Project
 from swapline.quality_checks.faceset_checks import evaluate_faceset, faceset_check_specs
 from swapline.resources.analyzer import FaceAnalyzerResource
-from swapline.resources.storage import StorageResource, artifact_input, recorded
+from swapline.resources.storage import StorageResource, artifact_input, artifact_metadata, recorded
 
 SHEET_FACES = 32
 
@@ -90,7 +90,7 @@ def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         published = store.publish(location, build)
         context.log.info(f"{identity}: kept {stats['kept']} of {stats['raw']} faces")
         metadata = {**stats, **written, "sources": len(present), "missing_sources": len(missing), "outlier_share": mix["outlier_share"],
-                    "artifact": dg.MetadataValue.path(str(published.path))}
+                    **artifact_metadata(published.path)}
         if sheet:
             metadata["preview"] = image_md(sheet, f"{identity} faceset")
         return dg.MaterializeResult(

@@ -27,7 +27,7 @@ from swapline.ops.storage import Published, write_manifest
 from swapline.project import Project
 from swapline.resources.analyzer import FaceAnalyzerResource
 from swapline.resources.device import TorchDevice
-from swapline.resources.storage import StorageResource, artifact_input, recorded
+from swapline.resources.storage import StorageResource, artifact_input, artifact_metadata, recorded
 
 
 def frames_asset(project: Project, identity: str) -> dg.AssetsDefinition:
@@ -69,7 +69,7 @@ def frames_asset(project: Project, identity: str) -> dg.AssetsDefinition:
             "skipped_similar": manifest["skipped_similar"],
             "skipped_files": len(skipped),
             "photos_reused": photo_cache.hits,
-            "artifact": dg.MetadataValue.path(str(published.path)),
+            **artifact_metadata(published.path),
         }
         if skipped:
             metadata["skipped_reasons"] = dg.MetadataValue.json(skipped[:50])
@@ -145,7 +145,7 @@ def aligned_faces_asset(project: Project, identity: str) -> dg.AssetsDefinition:
                          f"in {run['workers']} process(es), {run['cache_hits']} from the cache; "
                          f"{written} of {len(segments)} segments written")
         return dg.MaterializeResult(
-            metadata={**stats, **run, "backend": analyzer.resolved_backend, "artifact": dg.MetadataValue.path(str(published.path))},
+            metadata={**stats, **run, "backend": analyzer.resolved_backend, **artifact_metadata(published.path)},
             data_version=dg.DataVersion(published.version),
         )
 

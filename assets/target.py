@@ -14,7 +14,7 @@ from swapline.ops.target import LINK_IOU, REVERIFY, TABLE
 from swapline.project import Project
 from swapline.resources.analyzer import FaceAnalyzerResource
 from swapline.resources.device import TorchDevice
-from swapline.resources.storage import StorageResource, artifact_input
+from swapline.resources.storage import StorageResource, artifact_input, artifact_metadata
 
 
 def target_faces_asset(project: Project, name: str) -> dg.AssetsDefinition:
@@ -73,7 +73,7 @@ def target_faces_asset(project: Project, name: str) -> dg.AssetsDefinition:
                          f"{stats['detections_run']} frames detected, {stats['seeded']} from extraction")
         return dg.MaterializeResult(
             metadata={**{k: v for k, v in stats.items() if isinstance(v, (int, float))},
-                      "artifact": dg.MetadataValue.path(str(published.path)),
+                      **artifact_metadata(published.path),
                       "table": dg.MetadataValue.path(str(published.path / TABLE))},
             data_version=dg.DataVersion(published.version),
         )

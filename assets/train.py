@@ -13,7 +13,7 @@ from swapline.quality_checks.faceset_checks import failed_blocking_checks
 from swapline.quality_checks.model_checks import evaluate_model, model_check_specs
 from swapline.resources.analyzer import FaceAnalyzerResource
 from swapline.resources.device import TorchDevice
-from swapline.resources.storage import ARTIFACT, StorageResource, artifact_input, recorded
+from swapline.resources.storage import StorageResource, artifact_input, artifact_metadata, recorded
 
 
 def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
@@ -161,7 +161,7 @@ def _result(key: dg.AssetKey, manifest: dict, path: Path, version: str) -> dg.Ma
         "loss_b": float(manifest["final_loss_b"]),
         "train_seconds": manifest.get("seconds", 0.0),
         "checkpoint": dg.MetadataValue.path(str(path / "checkpoint")),
-        ARTIFACT: dg.MetadataValue.path(str(path)),
+        **artifact_metadata(path),
     }
     if runs := manifest.get("runs"):  # every run that trained this checkpoint, crashed ones too
         metadata["training_runs"] = dg.MetadataValue.md(

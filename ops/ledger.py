@@ -110,3 +110,16 @@ def batch_entries(source_dir: Path, partition: str) -> list[dict[str, Any]]:
 def gone_in(source_dir: Path, partition: str) -> list[str]:
     """Entries of this batch that are no longer listed upstream (kept, never deleted)."""
     return sorted(i for i, r in read(source_dir)["entries"].items() if r.get("batch") == partition and r.get("gone"))
+
+
+def entries_table(entries: list[dict[str, Any]], status: bool = False) -> str:
+    """Markdown table of entries (as listed, or as collected with `status`) for Dagster metadata."""
+    import time
+
+    def row(e: dict[str, Any]) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e["uploaded"])) if e.get("uploaded") else ""
+        state = (" collected |" if e.get("file") else f" failed: {e.get('error', '')[:80]} |") if status else ""
+        return f"| {e['id']} | {e['title'][:60]} | {when} | {e.get('duration') or ''} |{state} {e['url']} |\n"
+
+    head = "| entry | title | uploaded | seconds |" + (" status |" if status else "") + " url |\n"
+    return head + "|---" * (6 if status else 5) + "|\n" + "".join(row(e) for e in entries[:200])

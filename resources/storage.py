@@ -68,8 +68,9 @@ def published_at(folder: Path) -> Published:
     return Published(version=folder.name.removeprefix("v-"), path=folder)
 
 
-def artifact_metadata(published: Published) -> dict[str, dg.MetadataValue]:
-    return {ARTIFACT: dg.MetadataValue.path(str(published.path))}
+def artifact_metadata(folder: Path) -> dict[str, dg.MetadataValue]:
+    """The metadata entry ArtifactInputs reads back: the version folder an asset published."""
+    return {ARTIFACT: dg.MetadataValue.path(str(folder))}
 
 
 def _require(published: Published | None, key: dg.AssetKey, partition: str | None) -> Published:

@@ -20,14 +20,14 @@ from typing import Callable
 
 import dagster as dg
 
+from swapline.assets.automation import DATA_VERSION_TAG
 from swapline.assets.common import sources_partitions
 from swapline.ops import ledger
 from swapline.ops.listing import ListingError, list_url, select
 from swapline.ops.storage import hash_json
-from swapline.project import Project
+from swapline.project import Project, Source
 
 logger = logging.getLogger(__name__)
-DATA_VERSION_TAG = "dagster/data_version"  # the tag Dagster reads an observation's data version from
 
 
 @dataclass
@@ -54,14 +54,14 @@ def collect_urls(project: Project, instance: dg.DagsterInstance, root: Path, ide
         for key, src in project.source_keys(identity).items():
             if src.url is None:
                 continue
-            line = _collect_one(project, instance, root, identity, key, out)
+            line = _collect_one(project, instance, root, identity, key, src, out)
             out.lines.append(line)
             echo(line)
     return out
 
 
-def _collect_one(project: Project, instance: dg.DagsterInstance, root: Path, identity: str, key: str, out: Collected) -> str:
-    src = project.identities[identity].sources[[s.key(identity) for s in project.identities[identity].sources].index(key)]
+def _collect_one(project: Project, instance: dg.DagsterInstance, root: Path, identity: str, key: str, src: Source,
+                 out: Collected) -> str:
     try:
         listing = list_url(src.url, project.downloads)  # the default per-host gate, shared with the Downloader
     except ListingError as exc:
@@ -79,7 +79,7 @@ def _collect_one(project: Project, instance: dg.DagsterInstance, root: Path, ide
         instance.add_dynamic_partitions(sources_partitions(identity).name, [changes.batch])
         out.new_partitions[identity].append(changes.batch)
         events.append(_observation(identity, changes.batch, {"entries": len(changes.new), "url": src.url,
-                                                             "listed": dg.MetadataValue.md(_table(changes.new))}))
+                                                             "listed": dg.MetadataValue.md(ledger.entries_table([e.as_dict() for e in changes.new]))}))
     for partition in sorted({ledger.read(source_dir)["entries"][i]["batch"] for i in changes.gone + changes.back}):
         gone = ledger.gone_in(source_dir, partition)  # marked, never deleted: the media and faces stay
         events.append(_observation(identity, partition, {"gone": dg.MetadataValue.json(gone), "url": src.url}))
@@ -91,15 +91,6 @@ def _collect_one(project: Project, instance: dg.DagsterInstance, root: Path, ide
 def _observation(identity: str, partition: str, metadata: dict) -> dg.AssetObservation:
     return dg.AssetObservation(dg.AssetKey([identity, "source_files"]), partition=partition,
                                tags={DATA_VERSION_TAG: batch_version(partition)}, metadata=metadata)
-
-
-def _table(entries) -> str:
-    rows = "".join(f"| {e.id} | {e.title[:60]} | {_date(e.uploaded)} | {e.duration or ''} | {e.url} |\n" for e in entries[:200])
-    return "| entry | title | uploaded | seconds | url |\n|---|---|---|---|---|\n" + rows
-
-
-def _date(seconds: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(seconds)) if seconds else ""
 
 
 def collect(project: Project, instance: dg.DagsterInstance, root: Path, identities: list[str] | None = None,

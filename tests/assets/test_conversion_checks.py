@@ -30,7 +30,7 @@ def publish_faceset(store: ArtifactStore, instance, identity: str, frames: dict[
         analyzer, f, identity=identity, source="test", source_sha=str(i), frame_index=i, timestamp=0.0)[0][:1]]
     published = store.publish(store.location(identity, "faceset"), lambda tmp: write_faces(tmp / "faceset.parquet", records))
     instance.report_runless_asset_event(dg.AssetMaterialization(
-        dg.AssetKey([identity, "faceset"]), metadata=artifact_metadata(published)))
+        dg.AssetKey([identity, "faceset"]), metadata=artifact_metadata(published.path)))
 
 
 @pytest.fixture

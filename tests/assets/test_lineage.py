@@ -15,11 +15,9 @@ import yaml
 
 from swapline.build import build_assets, default_resources
 from swapline.ops.facetable import read_faces
-from swapline.ops.storage import ArtifactStore
 from swapline.ops.workdir import POINTER
 from swapline.project import load_project
-from tests.assets.test_pipeline import tiny_project
-from tests.swapline.test_recovery import swapline, wait_for_new_checkpoint
+from tests.swapline.test_recovery import budgeted_training, swapline, wait_for_new_checkpoint
 
 pytestmark = pytest.mark.slow
 FACESET = dg.AssetKey(["anna", "faceset"])
@@ -31,14 +29,7 @@ def faceset_materializations(instance) -> list[Path]:
 
 
 def test_faceset_rebuilt_while_training_leaves_the_run_on_its_version(media_dir, tmp_path, monkeypatch, write_project):
-    data = tiny_project(media_dir)
-    data["conversions"] = {}
-    # Each run trains for ~9 s (then stops by its budget), with a work checkpoint about every second.
-    data["swaps"]["ab"].update(iterations=100000, max_minutes=0.15, checkpoint_minutes=0.02)
-    project, path = write_project(data)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    monkeypatch.setenv("SWAPLINE_HOME", str(tmp_path / "artifacts"))
-    store = ArtifactStore(tmp_path / "artifacts")
+    data, project, path, store = budgeted_training(media_dir, tmp_path, monkeypatch, write_project, 0.15)  # ~9 s a run
     log = tmp_path / "out.txt"
     subprocess.run(swapline("run", "--project", str(path)), check=True, timeout=900, stdout=log.open("w"))
     with dg.DagsterInstance.get() as instance:

@@ -31,7 +31,7 @@ def payload(context: dg.AssetExecutionContext, config: Text, storage: StorageRes
     store = storage.store()
     location = store.location(*PAYLOAD.path, context.partition_key)
     published = store.publish(location, lambda folder: (folder / "data.txt").write_text(config.text * SIZE))
-    return dg.MaterializeResult(metadata=artifact_metadata(published), data_version=dg.DataVersion(published.version))
+    return dg.MaterializeResult(metadata=artifact_metadata(published.path), data_version=dg.DataVersion(published.version))
 
 
 # The reader run holds here until the test lets it go: it is STARTED meanwhile.

@@ -49,16 +49,22 @@ def wait_for_new_checkpoint(pointer, proc, timeout: float = 300) -> dict:
     raise AssertionError("no new work checkpoint")
 
 
-def test_killed_training_resumes_by_automation_or_refresh_and_ctrl_c_stops_cleanly(
-        media_dir, tmp_path, monkeypatch, write_project):
+def budgeted_training(media_dir, tmp_path, monkeypatch, write_project, minutes: float):
+    """The tiny project without conversions, in its own Dagster and artifact homes (as the CLI
+    uses them), each training run stopping after `minutes` with a work checkpoint about every
+    second. Returns (project data, project, project file, artifact store)."""
     data = tiny_project(media_dir)
     data["conversions"] = {}
-    # Each run trains for 6 s (then stops by its budget), with a work checkpoint about every second.
-    data["swaps"]["ab"].update(iterations=100000, max_minutes=0.1, checkpoint_minutes=0.02)
+    data["swaps"]["ab"].update(iterations=100000, max_minutes=minutes, checkpoint_minutes=0.02)
     project, path = write_project(data)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.setenv("SWAPLINE_HOME", str(tmp_path / "artifacts"))
-    store = ArtifactStore(tmp_path / "artifacts")
+    return data, project, path, ArtifactStore(tmp_path / "artifacts")
+
+
+def test_killed_training_resumes_by_automation_or_refresh_and_ctrl_c_stops_cleanly(
+        media_dir, tmp_path, monkeypatch, write_project):
+    _, project, path, store = budgeted_training(media_dir, tmp_path, monkeypatch, write_project, 0.1)  # 6 s a run
     pointer = store.location("ab", "face_model", "_work") / POINTER
     log = tmp_path / "out.txt"
 
