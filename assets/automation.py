@@ -188,9 +188,12 @@ def collection_schedule(project, identity: str) -> dg.ScheduleDefinition:
         each, nothing downloaded) and registers what is new as a partition, then re-collects the
         local sources (changed photo folders), the new batches and single-video URLs (a cheap
         re-check); the automation carries what changed through extraction, the faceset, the
-        model and the conversions. An unreachable listing is logged and changes nothing."""
+        model and the conversions. An unreachable listing is logged and changes nothing. Skipped
+        once the identity's consent is withdrawn or expired."""
         from swapline.collection import collect_urls
 
+        if why := project.identities[identity].consent.lapsed():
+            return dg.SkipReason(f"{identity}: consent {why}; nothing is collected for this identity")
         # The artifact root as the storage resource reads it (no resource here: Dagster 1.13's test
         # schedule contexts leave a dangling instance behind when given resources).
         found = collect_urls(project, context.instance, Path(dg.EnvVar("SWAPLINE_HOME").get_value() or ".swapline"), [identity])

@@ -122,6 +122,26 @@ class FacesetsNotBlocked(dg.AutomationCondition):
         return dg.AutomationResult(context=context, true_subset=context.get_empty_subset() if blocked else context.candidate_subset)
 
 
+class ConsentLive(dg.AutomationCondition):
+    """True while every identity this asset trains or renders has live consent (not revoked, not
+    expired): judged at each tick, so consent that expires overnight stops the next request. The
+    run itself refuses too (ops.consent.require_live_consent); this keeps the automation from
+    requesting runs that would only be refused."""
+
+    def __init__(self, consents: dict):
+        self.consents = dict(consents)  # identity -> ops.consent.Consent
+
+    @property
+    def name(self) -> str:
+        return f"consent_live({', '.join(sorted(self.consents))})"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        from swapline.ops.consent import lapsed_identities
+
+        lapsed = lapsed_identities(self.consents)
+        return dg.AutomationResult(context=context, true_subset=context.get_empty_subset() if lapsed else context.candidate_subset)
+
+
 def image_md(png_or_jpeg: bytes, alt: str, mime: str = "image/png") -> dg.MetadataValue:
     """A small preview image shown inline in the Dagster UI."""
     data = base64.b64encode(png_or_jpeg).decode()

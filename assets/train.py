@@ -6,7 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from swapline.assets.common import FacesetsNotBlocked, code_version, image_md, on_change, own_location
+from swapline.assets.common import ConsentLive, FacesetsNotBlocked, code_version, image_md, on_change, own_location
+from swapline.ops.consent import require_live_consent
 from swapline.ops.storage import Published, write_manifest
 from swapline.project import Project
 from swapline.quality_checks.faceset_checks import failed_blocking_checks
@@ -20,6 +21,7 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
     swap = project.swaps[name]
     model_settings = {"resolution": swap.resolution, "preset": swap.preset}
     key = dg.AssetKey([name, "face_model"])
+    consents = {who: project.identities[who].consent for who in (swap.a, swap.b)}
     ins = {"faceset_a": artifact_input(dg.AssetKey([swap.a, "faceset"])), "faceset_b": artifact_input(dg.AssetKey([swap.b, "faceset"]))}
     if swap.parent:  # a parent's model is an input when this swap starts fresh (warm start), so it comes first
         ins["parent"] = artifact_input(dg.AssetKey([swap.parent, "face_model"]))
@@ -33,7 +35,7 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
                                                  "loss": [swap.loss, swap.ssim_weight, swap.mask_weight]}),
         kinds={"pytorch"},
         check_specs=model_check_specs(key),
-        automation_condition=on_change() & FacesetsNotBlocked(),
+        automation_condition=on_change() & FacesetsNotBlocked() & ConsentLive(consents),
     )
     def face_model(context: dg.AssetExecutionContext, storage: StorageResource, torch_device: TorchDevice,
                    face_analyzer: FaceAnalyzerResource, **inputs: Published) -> dg.MaterializeResult:
@@ -47,6 +49,7 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
         from swapline.ops.train import train
         from swapline.ops.trainset import at_resolution, open_faceset
 
+        require_live_consent(consents, action=f"train {name}")
         _refuse_failed_facesets(context.instance, name, (swap.a, swap.b))
         store = storage.store()
         sets = {side: inputs[f"faceset_{side}"] for side in ("a", "b")}  # the versions Dagster recorded

@@ -100,7 +100,7 @@ def _analyse(clip: Path, table: Path, args) -> tuple[dict, float]:
     return stats, time.perf_counter() - started
 
 
-def _ours(clip: Path, out: Path, args, table: Path | None):
+def _ours(clip: Path, out: Path, args, table: Path | None, mark=None):
     """converted_video's work: from target_faces' table (`table`), or detecting inline as the
     converter did before target_faces existed (`table` None)."""
     from swapline.ops.convert import Converter, ConvertOptions, convert_video
@@ -113,7 +113,7 @@ def _ours(clip: Path, out: Path, args, table: Path | None):
     converter = Converter(analyzer, model, "b", args.device, options, planned=planned)
     sampler = _GpuSampler(model_device(model))
     sampler.start()
-    stats = convert_video(clip, out, converter, tags=container_tags("bench", "bench"))
+    stats = convert_video(clip, out, converter, tags=container_tags("bench", "bench"), mark=mark)
     sampler.stop.set()
     stats.pop("preview")
     util = sampler.samples

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from swapline.ops.blend import color_stats, face_mask, match_color, paste_face
-from swapline.ops.convert_options import ConsentError, ConvertOptions, require_consent  # noqa: F401 (re-exported)
+from swapline.ops.convert_options import ConvertOptions
 from swapline.ops.detections import DetectionCache, IdentityGate
 from swapline.ops.faces import align_face, alignment_matrix, hull_mask, transform_points
 from swapline.ops.media import iter_timed, probe, stream_format, write_video
@@ -230,9 +230,10 @@ def _finish(converter, batch, stats: Stats, picks: set, progress) -> Iterator[tu
 
 
 def convert_video(video: Path, out_path: Path, converter: Converter, *, tags: dict[str, str],
-                  progress: Callable[[int], None] | None = None) -> dict:
+                  progress: Callable[[int], None] | None = None, mark: Callable | None = None) -> dict:
     """Write the converted video to `out_path` (atomically) and return counts, timings and
-    temporal-stability figures. Decode, detection, the model and encode run concurrently."""
+    temporal-stability figures. Decode, detection, the model and encode run concurrently. `mark`
+    (the invisible watermark) is applied to each frame the encoder receives."""
     info, fmt, options, stats = probe(video), stream_format(video), converter.options, Stats()
     decoded: queue.Queue = queue.Queue(maxsize=4 * options.batch_size)
     encoded: queue.Queue = queue.Queue(maxsize=2 * options.batch_size)
@@ -241,7 +242,7 @@ def convert_video(video: Path, out_path: Path, converter: Converter, *, tags: di
     def encode() -> None:
         try:
             result["written"] = write_video(_drain(encoded, stats), out_path, fmt.rate, audio_from=video, metadata=tags,
-                                            crf=options.crf, time_base=fmt.time_base, pix_fmt=fmt.pix_fmt)
+                                            crf=options.crf, time_base=fmt.time_base, pix_fmt=fmt.pix_fmt, mark=mark)
         except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller's thread
             result["error"] = exc
 

@@ -1,26 +1,11 @@
-"""What a conversion is asked to do, and the consent gate: light (no media or torch imports),
-so the code location loads fast."""
+"""What a conversion is asked to do: light (no media or torch imports), so the code location
+loads fast. The consent gate lives in ops/consent.py."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-
-class ConsentError(PermissionError):
-    """An identity without declared consent cannot be rendered or converted."""
-
-
-def require_consent(consents: dict[str, object | None]) -> None:
-    """Refuse before doing any work when any identity involved lacks consent."""
-    missing = [name for name, consent in consents.items() if consent is None]
-    if missing:
-        raise ConsentError(
-            f"Refusing to convert: no consent declared for {', '.join(missing)}. Add consent (given_by, date, "
-            "evidence) for every identity in the project file."
-        )
-
 
 SPEED_ONLY = ("batch_size", "workers")
 

@@ -8,7 +8,7 @@ import itertools
 import logging
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import av
 import numpy as np
@@ -105,7 +105,8 @@ def _timed(frames: Iterator, rate: Fraction) -> Iterator[tuple[np.ndarray, Fract
         yield item if isinstance(item, tuple) else (item, index / rate)
 
 
-def _encode(frames, tmp: Path, rate: Fraction, tick: Fraction, audio_from, metadata, crf, pix_fmt) -> tuple[int, bool]:
+def _encode(frames, tmp: Path, rate: Fraction, tick: Fraction, audio_from, metadata, crf, pix_fmt,
+            mark: Callable[[av.VideoFrame], av.VideoFrame] | None) -> tuple[int, bool]:
     frames = _timed(frames, rate)
     first, first_time = next(frames, (None, None))
     if first is None:
@@ -125,6 +126,8 @@ def _encode(frames, tmp: Path, rate: Fraction, tick: Fraction, audio_from, metad
             if rgb.shape != first.shape or rgb.dtype != np.uint8:
                 raise ValueError(f"frame {count}: {rgb.shape} {rgb.dtype}, expected {first.shape} uint8")
             frame = av.VideoFrame.from_ndarray(_even(rgb), format="rgb24")
+            if mark is not None:  # on the YUV planes the encoder takes as they are (a chroma mark survives)
+                frame = mark(frame.reformat(format=video.pix_fmt))
             # The source's own timestamps (variable frame rate kept); never two frames on one tick.
             last_pts = max(round(Fraction(time) / tick), last_pts + 1)
             frame.pts, frame.time_base = last_pts, tick
@@ -149,11 +152,13 @@ def write_video(
     crf: int = 20,
     time_base: Fraction | None = None,
     pix_fmt: str = "yuv420p",
+    mark: Callable[[av.VideoFrame], av.VideoFrame] | None = None,
 ) -> dict:
     """Encode RGB uint8 frames as H.264 MP4, atomically, with the audio of `audio_from`
     (copied when MP4 can hold it, else AAC) and `metadata` as container tags. A frame may come
     as (rgb, seconds) to keep its own presentation time (variable frame rate); `pix_fmt` is kept
-    when libx264 takes it (X264_PIX_FMTS), else yuv420p.
+    when libx264 takes it (X264_PIX_FMTS), else yuv420p. `mark` (e.g. an invisible watermark's
+    embed_frame) gets each frame already in the encoder's pixel format and returns the frame to encode.
 
     Returns {"frames": count, "path": str, "audio": whether audio was written}.
     """
@@ -161,6 +166,6 @@ def write_video(
     tick = Fraction(time_base) if time_base else 1 / rate
     out_path = Path(out_path)
     with storage.atomic_file(out_path) as tmp:
-        count, audio = _encode(iter(frames), tmp, rate, tick, audio_from, dict(metadata or {}), crf, pix_fmt)
+        count, audio = _encode(iter(frames), tmp, rate, tick, audio_from, dict(metadata or {}), crf, pix_fmt, mark)
     logger.info("wrote %s: %d frames at %s fps, audio=%s", out_path, count, rate, audio)
     return {"frames": count, "path": str(out_path), "audio": audio}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -24,9 +25,14 @@ from swapline.quality_checks.target_checks import target_coverage_checks
 from swapline.resources.analyzer import FaceAnalyzerResource
 from swapline.resources.device import TorchDevice
 from swapline.resources.downloader import Downloader
+from swapline.resources.signer import Signer
 from swapline.resources.storage import INPUTS, ArtifactInputs, StorageResource
 
 STORAGE_ENV = "SWAPLINE_HOME"
+# Your own C2PA signing certificate (PEM chain, signing certificate first), its unencrypted key,
+# and the root a viewer trusts; unset: swapline's local CA under $SWAPLINE_HOME/signing.
+SIGNING_ENV = {"cert_chain": "SWAPLINE_SIGNING_CERT", "private_key": "SWAPLINE_SIGNING_KEY",
+               "trust_anchors": "SWAPLINE_SIGNING_ANCHORS"}
 
 
 def build_assets(project: Project) -> list[dg.AssetsDefinition | dg.SourceAsset]:
@@ -53,8 +59,16 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "torch_device": TorchDevice(),
         "face_analyzer": FaceAnalyzerResource(),
         "downloader": Downloader(),
+        "signer": signer_resource(),
         INPUTS: ArtifactInputs(),
     }
+
+
+def signer_resource() -> Signer:
+    """The signer, with the certificate settings bound to their environment variables (resolved
+    by Dagster when a run starts, never stored in the definitions) for those that are set when the
+    definitions are built: Dagster refuses an EnvVar that is unset, even for an optional field."""
+    return Signer(**{field: dg.EnvVar(env) for field, env in SIGNING_ENV.items() if os.environ.get(env)})
 
 
 def build_definitions(project: Project, project_file: Path, resources: dict | None = None) -> dg.Definitions:

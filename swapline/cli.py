@@ -4,6 +4,7 @@ stale, prepare a Dagster home, reclaim disk from old artifact versions."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -91,64 +92,6 @@ def cmd_run(args) -> int:
     return 0 if summary.ok else 1
 
 
-def report_lines(project, instance, store) -> list[str]:
-    """The data-sufficiency report: per identity its faces and each check's outcome with what
-    is missing; per swap its model checks. Counts come from the faceset manifests, outcomes
-    from the latest check evaluations in the Dagster instance."""
-    import dagster as dg
-
-    from swapline.quality_checks.faceset_checks import failed_blocking_checks, latest_evaluation
-
-    lines = []
-    for identity in project.identities:
-        published = store.current_or_none(store.location(identity, "faceset"))
-        if published is None:
-            lines += [f"{identity}: no faceset yet (run `swapline run`)", ""]
-            continue
-        stats = published.manifest()["stats"]
-        lines.append(f"{identity}: {stats['kept']} faces kept of {stats['raw']} extracted "
-                     f"({stats['dropped_duplicate']} near-duplicates, {stats['dropped_blurry']} blurry, {stats['dropped_small']} too small)")
-        blocked = failed_blocking_checks(instance, identity)
-        lines += _check_lines(dg.AssetKey([identity, "faceset"]), instance, latest_evaluation)
-        if blocked:
-            lines.append(f"  => swaps with {identity} will not train: failed {', '.join(blocked)}; add faces and re-run")
-        lines.append("")
-    for name in project.swaps:
-        lines.append(f"swap {name}:")
-        lines += _check_lines(dg.AssetKey([name, "face_model"]), instance, latest_evaluation) or ["  no model checks yet"]
-    return lines
-
-
-def _check_lines(key, instance, latest_evaluation) -> list[str]:
-    import dagster as dg
-
-    lines = []
-    for name in _check_names(key):
-        evaluation = latest_evaluation(instance, dg.AssetCheckKey(key, name))
-        if evaluation is None:
-            continue
-        outcome = "ok" if evaluation.passed else evaluation.severity.value
-        lines.append(f"  {name:<24} {outcome:<5} {_detail(evaluation.metadata)}")
-        if name == "pose_coverage" and not evaluation.passed:
-            lines += [f"    missing: faces {bin_}" for bin_ in evaluation.metadata["missing_bins"].value]
-    return lines
-
-
-def _check_names(key) -> list[str]:
-    from swapline.project import Checks
-    from swapline.quality_checks.faceset_checks import faceset_check_specs
-    from swapline.quality_checks.model_checks import model_check_specs
-
-    specs = faceset_check_specs(key, Checks()) if key.path[-1] == "faceset" else model_check_specs(key)
-    return [spec.name for spec in specs]
-
-
-def _detail(metadata: dict) -> str:
-    """The plain numbers of a result (images, lists and tables stay in the UI)."""
-    values = {k: v.value for k, v in metadata.items() if isinstance(v.value, (int, float, str)) and k not in ("missing", "histogram", "preview")}
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-
-
 def cmd_report(args) -> int:
     path = project_path(args.project)
     project = load_project(path)
@@ -156,6 +99,7 @@ def cmd_report(args) -> int:
     import dagster as dg
 
     from swapline.ops.storage import ArtifactStore
+    from swapline.report import report_lines
 
     with dg.DagsterInstance.get() as instance:
         for line in report_lines(project, instance, ArtifactStore(os.environ["SWAPLINE_HOME"])):
@@ -292,6 +236,20 @@ def cmd_gc(args) -> int:
     return run_gc(Path(os.environ["SWAPLINE_HOME"]), Policy(keep=args.keep, grace_s=args.grace_minutes * 60), args.dry_run)
 
 
+def cmd_verify(args) -> int:
+    """Is FILE swapline output? C2PA manifest, invisible watermark, sidecar, audit log (swapline/verify.py)."""
+    _home_defaults()
+    from swapline.verify import verify_file, verify_lines
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"error: {path}: no such file", file=sys.stderr)
+        return 2
+    result = verify_file(path, Path(args.home or os.environ["SWAPLINE_HOME"]))
+    print(json.dumps(result) if args.json else "\n".join(verify_lines(result)))
+    return 0 if result["recognised"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="swapline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -325,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grace-minutes", type=float, default=60.0, metavar="MINUTES", help="versions published less than this long ago stay (default 60)")
     p.add_argument("--dry-run", action="store_true", help="print what would be freed, delete nothing")
     p.set_defaults(func=cmd_gc)
+    p = sub.add_parser("verify", help="is FILE swapline output? its C2PA manifest, watermark, sidecar and audit record")
+    p.add_argument("file", help="a video (or a still exported from one)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--home", default=None, help="the swapline home whose CA and audit log to use (default $SWAPLINE_HOME)")
+    p.set_defaults(func=cmd_verify)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

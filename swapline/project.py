@@ -7,7 +7,6 @@ what to do; the rest of swapline trusts a loaded `Project`.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import os
 import re
@@ -19,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # The settings of each stage are defined once, by the ops that use them; the project file embeds them.
+from swapline.ops.consent import Consent
 from swapline.ops.convert_options import ConvertOptions as ConversionOptions
 from swapline.ops.download_settings import DownloadSettings
 from swapline.ops.faces import AnalyzerSettings
@@ -38,22 +38,6 @@ class ProjectError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Consent(_Strict):
-    """Who agreed to their face being used, when, and how that is evidenced."""
-
-    given_by: str = Field(min_length=2, description="The person who consented (or their guardian).")
-    date: dt.date = Field(description="When consent was given (YYYY-MM-DD).")
-    evidence: str = Field(min_length=3, description="How it is evidenced: a signed form, a recording, a reference.")
-    scope: str = Field(default="face swap for this project", description="What the consent covers.")
-
-    @field_validator("date")
-    @classmethod
-    def _not_in_future(cls, value: dt.date) -> dt.date:
-        if value > dt.date.today():
-            raise ValueError("consent date is in the future")
-        return value
 
 
 def _check_url(value: str) -> str:
@@ -104,7 +88,7 @@ class Source(Selection):
 
 
 class Identity(_Strict):
-    consent: Consent = Field(description="Required: conversion refuses an identity without consent.")
+    consent: Consent = Field(description="Required: training and conversion refuse an identity without live consent.")
     sources: list[Source] = Field(min_length=1, description="Where this person's faces come from.")
     reference_photos: list[Path] = Field(default_factory=list, description="Photos that pick this person out of crowds.")
 

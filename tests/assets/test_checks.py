@@ -7,12 +7,12 @@ from __future__ import annotations
 import dagster as dg
 
 from swapline.build import build_assets, default_resources
-from swapline.cli import report_lines
 from swapline.ops.facetable import read_faces
 from swapline.ops.storage import ArtifactStore
 from swapline.project import Checks
 from swapline.quality_checks import gx_suite
 from swapline.quality_checks.faceset_checks import latest_evaluation
+from swapline.report import report_lines
 from swapline.runner import materialize_project
 from tests.conftest import CONSENT
 

@@ -1,19 +1,39 @@
-"""Conversion refuses an identity without consent, before any work."""
+"""Conversion and training refuse an identity without live consent, before any work."""
 
 from __future__ import annotations
+
+import datetime as dt
 
 import dagster as dg
 import pytest
 
 from swapline.build import build_assets, default_resources
-from swapline.ops.convert import ConsentError, require_consent
+from swapline.ops.consent import Consent, ConsentError, require_live_consent
 from tests.conftest import CONSENT
 
 
 def test_require_consent_names_who_is_missing():
-    require_consent({"anna": object(), "ben": object()})
+    consent = Consent(**CONSENT)
+    require_live_consent({"anna": consent, "ben": consent})
     with pytest.raises(ConsentError, match="no consent declared for ben"):
-        require_consent({"anna": object(), "ben": None})
+        require_live_consent({"anna": consent, "ben": None})
+
+
+def test_revoked_or_expired_consent_is_refused_naming_the_record():
+    given = Consent(**CONSENT)
+    yesterday = dt.date.today() - dt.timedelta(days=1)
+    revoked = given.model_copy(update={"revoked": yesterday})
+    expired = Consent(**{**CONSENT, "date": str(yesterday - dt.timedelta(days=30)), "expires": str(yesterday)})
+    assert given.lapsed() is None and revoked.lapsed() == f"revoked on {yesterday}"
+    assert expired.lapsed() == f"expired on {yesterday}" and expired.lapsed(yesterday) is None
+    with pytest.raises(ConsentError) as error:
+        require_live_consent({"anna": given, "ben": revoked}, action="train ab")
+    assert "Refusing to train ab" in str(error.value) and f"ben's consent of {given.given_by}" in str(error.value)
+    assert "revoked on" in str(error.value) and "anna" not in str(error.value).split(":")[0]
+    tomorrow = dt.date.today() + dt.timedelta(days=1)
+    require_live_consent({"ben": given.model_copy(update={"revoked": tomorrow})})  # announced, not yet in force
+    with pytest.raises(ValueError, match="before the consent was given"):
+        Consent(**{**CONSENT, "revoked": "2000-01-01"})
 
 
 def test_conversion_asset_refuses_without_consent(media_dir, swapline_home, instance, write_project):
