@@ -11,10 +11,13 @@ is a cheap fork of it (about 10 ms) rather than a fresh interpreter that imports
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import pickle
 import signal
+import sys
+import threading
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Callable
@@ -25,6 +28,31 @@ _GRACE_S = 5.0  # how long a child that already answered may take to exit
 # Imported once by the fork server. Nothing here starts threads at import (torch would: it is
 # imported by the child that needs it).
 _PRELOAD = ["swapline.ops.sandbox", "swapline.ops.images", "swapline.ops.media"]
+
+
+_MAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_hidden() -> Any:
+    """multiprocessing makes every child import the parent's __main__ again before it runs (to
+    find functions defined there). Under Dagster that main is Dagster's CLI, so each child paid
+    ~0.5 s importing all of Dagster; a benchmark or test runner costs the same. The child runs a
+    module-level function (run_isolated's contract) and needs nothing from __main__, so main's
+    name and path are hidden while the child starts (milliseconds, under a lock)."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {key: main.__dict__[key] for key in ("__spec__", "__file__") if key in main.__dict__}
+    with _MAIN_LOCK:
+        try:
+            main.__spec__ = None
+            main.__dict__.pop("__file__", None)
+            yield
+        finally:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
 
 
 def _context() -> Any:
@@ -111,7 +139,8 @@ def run_isolated(
     call = pickle.dumps((fn, args, kwargs))  # fails here, clearly, for a lambda or closure
     receiver, sender = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child_main, args=(sender, call), daemon=True)
-    proc.start()
+    with _main_hidden():
+        proc.start()
     sender.close()  # our copy; the pipe then reports EOF as soon as the child dies
     try:
         if not receiver.poll(timeout):
