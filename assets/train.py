@@ -1,14 +1,25 @@
-"""train: one model per swap, a shared encoder with a decoder per identity."""
+"""train: one model per swap, a shared encoder with a decoder per identity.
+
+One GPU (the swap's `gpus: 1`, the default) trains in this process (ops/train.py). More train
+data-parallel: torchrun starts one process per GPU (swapline/ddp_worker.py, ops/distributed.py)
+through Dagster Pipes; rank 0's log lines reach this run and its report becomes the metadata.
+"""
 
 
+import json
+import sys
+import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
 from swapline.assets.common import ConsentLive, FacesetsNotBlocked, code_version, image_md, on_change, own_location
 from swapline.ops.consent import require_live_consent
 from swapline.ops.storage import Published, write_manifest
+from swapline.ops.train_config import TrainConfig
 from swapline.project import Project
 from swapline.quality_checks.faceset_checks import failed_blocking_checks
 from swapline.quality_checks.model_checks import evaluate_model, model_check_specs
@@ -90,11 +101,19 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
                              f"{p['images_per_s']:.0f} img/s ETA {p['eta_s']:.0f}s")
 
         def build(tmp: Path) -> None:
-            result = train(sized["a"][0], sized["b"][0], sized["a"][1], sized["b"][1], ModelConfig(**model_settings),
-                           _train_config(swap, target), device,
-                           resume_from=source, checkpoint_dir=tmp / "checkpoint", work_dir=work_dir,
-                           warm_from=warm_from, warm_what=swap.warm_start, extra={"trained_on": trained_on},
-                           progress=progress, index_a=rows["a"], index_b=rows["b"])
+            config, training = _train_config(swap, target), {"world_size": 1}
+            if config.gpus > 1:  # data-parallel, in torchrun's processes; the faces are read from the same cache
+                spec = {"faceset_a": str(sets["a"].path), "faceset_b": str(sets["b"].path), "rows_a": rows["a"].tolist(),
+                        "rows_b": rows["b"].tolist(), "model": model_settings, "train": asdict(config), "device": device,
+                        "resume_from": _str(source), "checkpoint_dir": str(tmp / "checkpoint"), "work_dir": str(work_dir),
+                        "warm_from": _str(warm_from), "warm_what": swap.warm_start, "extra": {"trained_on": trained_on}}
+                result, training = _train_distributed(context, spec, config.gpus)
+            else:
+                result = train(sized["a"][0], sized["b"][0], sized["a"][1], sized["b"][1], ModelConfig(**model_settings),
+                               config, device,
+                               resume_from=source, checkpoint_dir=tmp / "checkpoint", work_dir=work_dir,
+                               warm_from=warm_from, warm_what=swap.warm_start, extra={"trained_on": trained_on},
+                               progress=progress, index_a=rows["a"], index_b=rows["b"])
             report = evaluate(tmp / "checkpoint", sets["a"].path, sets["b"].path, face_analyzer.analyzer(project.extraction),
                               device, cache_dir=store.location("_cache", "embeddings"))
             for file, png in report.pop("images").items():  # preview.png, loss_curve.png
@@ -103,7 +122,7 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
             manifest.update({"swap": name, "model": model_settings, "step": result.step, "start_step": result.start_step,
                              "trained_on": trained_on, "final_loss_a": result.final_loss_a,
                              "final_loss_b": result.final_loss_b, "seconds": round(result.seconds, 1),
-                             "losses": result.history, "runs": result.runs, "stopped_by": result.stopped_by,
+                             "losses": result.history, "runs": result.runs, "stopped_by": result.stopped_by, "training": training,
                              "warm_start": {"parent": swap.parent, "what": swap.warm_start} if warm_from else None})
             write_manifest(tmp, manifest)
 
@@ -113,13 +132,49 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
     return face_model
 
 
-def _train_config(swap, target: int):
-    """The project's training settings; stop options are budgets, not part of the code version."""
-    from swapline.ops.train import TrainConfig
-
+def _train_config(swap, target: int) -> TrainConfig:
+    """The project's training settings; stop options are budgets and `gpus` only spreads the
+    same global batch over processes (ops/distributed.py): none is part of the code version."""
     return TrainConfig(iterations=target, batch_size=swap.batch_size, loss=swap.loss, ssim_weight=swap.ssim_weight,
                        mask_weight=swap.mask_weight, checkpoint_minutes=swap.checkpoint_minutes, compile=swap.compile,
-                       max_seconds=swap.max_minutes * 60 if swap.max_minutes else None, target_loss=swap.target_loss)
+                       max_seconds=swap.max_minutes * 60 if swap.max_minutes else None, target_loss=swap.target_loss,
+                       gpus=swap.gpus, ddp_backend=swap.ddp_backend)
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _train_distributed(context: dg.AssetExecutionContext, spec: dict[str, Any], gpus: int) -> tuple[Any, dict[str, Any]]:
+    """torchrun with one process per GPU (gloo processes on CPU) through Dagster Pipes: rank 0's
+    log lines reach this run's log; returns its TrainResult and summary (world_size, faces/s...)."""
+    import torch
+
+    from swapline.ops.train import TrainResult
+
+    on_cuda = spec["device"].startswith("cuda")
+    if on_cuda and torch.cuda.device_count() < gpus:
+        raise dg.Failure(f"gpus: {gpus} but torch sees {torch.cuda.device_count()} CUDA devices")
+    # One thread a process on CPU: the ranks share the cores (torchrun would warn and set it too).
+    env = {} if on_cuda else {"OMP_NUM_THREADS": "1"}
+    with tempfile.TemporaryDirectory(prefix="swapline-ddp-") as folder:
+        (Path(folder) / "spec.json").write_text(json.dumps(spec))
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}",
+                   "-m", "swapline.ddp_worker", str(Path(folder) / "spec.json")]
+        context.log.info(f"launching {gpus} training processes: {' '.join(command[1:])}")
+        # A stop request reaches torchrun as SIGINT; it passes it on and the ranks save at the
+        # next step boundary, for which Pipes waits up to 90 s (its default, 20 s, can cut a save short).
+        invocation = dg.PipesSubprocessClient(env=env, termination_timeout_seconds=90).run(context=context, command=command)
+    (report,) = invocation.get_custom_messages()
+    summary = {key: value.value for key, value in invocation.get_materialize_result().metadata.items()}
+    result = TrainResult(report["step"], report["start_step"], report["losses"], report["final_loss_a"], report["final_loss_b"],
+                         report["seconds"], Path(report["checkpoint_dir"]), None, report["stopped_by"],
+                         _path(report["resumed_from"]), history=report["history"], runs=report["runs"])
+    return result, summary
+
+
+def _path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
 
 
 def _resume_point(work_dir: Path, published: Path | None, model_settings: dict) -> Path | None:
@@ -163,6 +218,9 @@ def _result(key: dg.AssetKey, manifest: dict, path: Path, version: str) -> dg.Ma
         "loss_a": float(manifest["final_loss_a"]),
         "loss_b": float(manifest["final_loss_b"]),
         "train_seconds": manifest.get("seconds", 0.0),
+        # How the last run trained: processes, and for data-parallel runs its batch split and faces/s.
+        "world_size": 1,
+        **manifest.get("training", {}),
         "checkpoint": dg.MetadataValue.path(str(path / "checkpoint")),
         **artifact_metadata(path),
     }

@@ -26,6 +26,11 @@ class TrainConfig:
     max_seconds: float | None = None  # wall-clock budget of this call; None = no limit
     target_loss: float | None = None  # stop once both sides' logged mean loss is at or below it
     compile: bool = True  # torch.compile the networks; applied on CUDA only (CPU compile costs more than it saves)
+    # Data-parallel training (ops/distributed.py): processes, one per GPU. batch_size stays the
+    # global batch per side and each process trains on batch_size / gpus of it, so a step means
+    # the same on any world size and this is a speed-only setting; 1 is the plain one-process loop.
+    gpus: int = 1
+    ddp_backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
 
     def __post_init__(self) -> None:
         if self.loss not in ("l1", "mse"):
@@ -34,3 +39,6 @@ class TrainConfig:
             raise ValueError("need iterations >= 0, batch_size >= 1, log_every >= 1 and checkpoint_every_steps >= 0")
         if min(self.ssim_weight, self.mask_weight) < 0 or (self.max_seconds is not None and self.max_seconds <= 0):
             raise ValueError("loss weights must be >= 0 and max_seconds > 0 (or None)")
+        if self.gpus < 1 or self.batch_size % self.gpus or self.ddp_backend not in ("auto", "nccl", "gloo"):
+            raise ValueError(f"need gpus >= 1 dividing batch_size (each process takes an equal share of the global batch), "
+                             f"ddp_backend auto|nccl|gloo; got gpus={self.gpus}, batch_size={self.batch_size}, {self.ddp_backend!r}")

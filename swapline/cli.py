@@ -30,7 +30,9 @@ def _env_defaults(project_file: Path) -> None:
 def cmd_check(args) -> int:
     project = load_project(args.project)
     for identity, ident in project.identities.items():
-        print(f"{identity}: {len(ident.sources)} source(s), consent by {ident.consent.given_by} ({ident.consent.date})")
+        why = ident.consent.lapsed()
+        print(f"{identity}: {len(ident.sources)} source(s), consent by {ident.consent.given_by} ({ident.consent.date})"
+              + (f": {why.upper()}, not trained or converted" if why else ""))
     print(f"{len(project.swaps)} swap(s), {len(project.conversions)} conversion(s): OK")
     return 0
 

@@ -121,9 +121,21 @@ class Swap(_Strict):
                                       "at most this much training).")
     compile: bool = Field(default=TrainConfig.compile, description="torch.compile the networks on CUDA (ignored on CPU, where it costs "
                           "more than it saves).")
+    gpus: int = Field(default=TrainConfig.gpus, ge=1, le=64, description="Train data-parallel on this many processes "
+                      "(DDP under torchrun; one per GPU, or CPU processes with gloo). batch_size stays the global batch "
+                      "per side and must be divisible by it.")
+    ddp_backend: Literal["auto", "nccl", "gloo"] = Field(default="auto", description="torch.distributed backend with "
+                                                         "gpus > 1: auto is nccl on CUDA, gloo on CPU.")
     loss: Literal["l1", "mse"] = Field(default=TrainConfig.loss, description="Masked reconstruction loss.")
     ssim_weight: float = Field(default=TrainConfig.ssim_weight, ge=0, description="Weight of the (1 - SSIM) term; 0 turns it off.")
     mask_weight: float = Field(default=TrainConfig.mask_weight, ge=0, description="Weight of the learned mask's loss against the landmark hull.")
+
+    @model_validator(mode="after")
+    def _even_shares(self) -> "Swap":
+        if self.batch_size % self.gpus:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by gpus {self.gpus}: each process takes an "
+                             "equal share of the global batch")
+        return self
 
 
 class Conversion(_Strict):

@@ -21,7 +21,7 @@ from tests.conftest import REPO
 DEMO = REPO / "demo" / "swapline.yaml"
 SNAPSHOT = REPO / "tests" / "swapline" / "settings_snapshot.json"
 SPEED_ONLY = {"extraction.workers", "conversions.anna_as_ben.options.workers", "conversions.anna_as_ben.options.batch_size",
-              "swaps.anna_ben.compile", "swaps.anna_ben.checkpoint_minutes", "swaps.anna_ben.max_minutes", "collect_schedule"}
+              "swaps.anna_ben.compile", "swaps.anna_ben.gpus", "swaps.anna_ben.ddp_backend", "swaps.anna_ben.checkpoint_minutes", "swaps.anna_ben.max_minutes", "collect_schedule"}
 # Values a field is changed to when its type alone does not say (optional numbers, pairs).
 CHANGED = {"max_frames": 7, "host_pause_seconds": 2.0, "start": 0.5, "end": 5.0, "max_minutes": 5.0, "target_loss": 0.01,
            "brightness_range": [30.0, 200.0], "collect_schedule": "0 4 * * *"}
