@@ -91,7 +91,7 @@ def source_media_asset(project: Project, identity: str) -> dg.AssetsDefinition:
             if src.video:
                 manifest.update(ops.collect_video(src.video))
             else:
-                manifest.update(ops.collect_photos(src.photos))
+                manifest.update(ops.collect_photos(src.photos, known=kept.get("files")))  # unchanged files not re-read
             write_manifest(tmp, manifest)
 
         published = store.publish(own_location(store, context), build)

@@ -44,8 +44,19 @@ def list_photos(folder: Path) -> list[Path]:
     return [Path(p) for p in sorted(found, key=lambda p: p.split(os.sep))]  # Path's order: part by part
 
 
-def collect_photos(folder: Path) -> dict[str, Any]:
-    files = [{"path": str(p), "sha256": sha256_file(p), "bytes": p.stat().st_size} for p in list_photos(folder)]
+def collect_photos(folder: Path, known: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The folder's photos with their content hashes. `known`: the files of a previous manifest;
+    a file whose size and modification time are unchanged keeps its recorded hash instead of
+    being read again (the source watch notices changes by the same stamps), so re-collecting a
+    large folder after an addition reads the new photos only."""
+    stamps = {f["path"]: f for f in known or [] if "mtime_ns" in f}
+    files = []
+    for path in list_photos(folder):
+        stat = path.stat()
+        before = stamps.get(str(path))
+        same = before is not None and (before["bytes"], before["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns)
+        files.append({"path": str(path), "sha256": before["sha256"] if same else sha256_file(path),
+                      "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns})
     return {"kind": "photos", "path": str(folder), "files": files}
 
 

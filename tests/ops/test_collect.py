@@ -1,0 +1,27 @@
+"""Collecting a photo folder again reads only what changed."""
+
+from __future__ import annotations
+
+import os
+
+from swapline.ops.collect import collect_photos, list_photos
+from swapline.ops.storage import sha256_file
+
+
+def test_unchanged_photos_keep_their_recorded_hash_and_changed_ones_are_read(tmp_path):
+    for name in ("a.jpg", "b.jpg", "sub/c.png", ".hidden/d.jpg", "notes.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(name.encode() * 10)
+    first = collect_photos(tmp_path)
+    assert [f["path"] for f in first["files"]] == [str(p) for p in list_photos(tmp_path)]
+    assert [os.path.relpath(f["path"], tmp_path) for f in first["files"]] == ["a.jpg", "b.jpg", "sub/c.png"]
+    assert all(f["sha256"] == sha256_file(f["path"]) for f in first["files"])
+
+    # A recorded hash is trusted while size and mtime stand (the marker proves a.jpg was not read) ...
+    known = [dict(f, sha256="recorded") if f["path"].endswith("a.jpg") else f for f in first["files"]]
+    # ... and b.jpg, rewritten with the same size, is read again because its mtime moved.
+    b = tmp_path / "b.jpg"
+    b.write_bytes(b"B" * b.stat().st_size)
+    os.utime(b, ns=(b.stat().st_atime_ns, b.stat().st_mtime_ns + 10**9))
+    again = {os.path.basename(f["path"]): f["sha256"] for f in collect_photos(tmp_path, known=known)["files"]}
+    assert again == {"a.jpg": "recorded", "b.jpg": sha256_file(b), "c.png": sha256_file(tmp_path / "sub/c.png")}
