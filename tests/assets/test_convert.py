@@ -36,7 +36,8 @@ def test_revoked_or_expired_consent_is_refused_naming_the_record():
         Consent(**{**CONSENT, "revoked": "2000-01-01"})
 
 
-def test_conversion_asset_refuses_without_consent(media_dir, swapline_home, instance, write_project):
+@pytest.mark.parametrize("consent", ["none", "revoked"])
+def test_conversion_asset_refuses_without_live_consent(media_dir, swapline_home, instance, write_project, consent):
     project, _ = write_project({
         "identities": {
             "anna": {"consent": CONSENT, "sources": [{"video": str(media_dir / "WolfgangLanger_Pexels.mp4")}]},
@@ -47,7 +48,8 @@ def test_conversion_asset_refuses_without_consent(media_dir, swapline_home, inst
     })
     # A project built in code (not from YAML) can lack consent; the asset must still refuse.
     identities = dict(project.identities)
-    identities["anna"] = identities["anna"].model_copy(update={"consent": None})
+    revoked = identities["anna"].consent.model_copy(update={"revoked": dt.date.today()})
+    identities["anna"] = identities["anna"].model_copy(update={"consent": None if consent == "none" else revoked})
     unconsented = project.model_copy(update={"identities": identities})
     # Its inputs exist (recorded materializations of empty artifact folders): what stops it is consent.
     for key in (["ab", "face_model"], ["c", "target_video"], ["c", "target_faces"], ["ben", "faceset"]):
@@ -60,5 +62,6 @@ def test_conversion_asset_refuses_without_consent(media_dir, swapline_home, inst
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     error = failure.step_failure_data.error
-    assert error.cause.cls_name == "ConsentError" and "no consent declared for anna" in error.cause.message
+    expected = "no consent declared for anna" if consent == "none" else f"anna's consent of {CONSENT['given_by']}"
+    assert error.cause.cls_name == "ConsentError" and expected in error.cause.message, error.cause.message
     assert not (swapline_home / "c").exists()  # nothing was written
