@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.convert_speed import _analyse, _ours
+from tests.assets.test_provenance import reencode  # the same re-encode the test checks
 
 
 def _median_ms(fn, repeat: int = 20) -> float:
@@ -80,19 +81,6 @@ def conversion_fps(clip: Path, folder: Path, args) -> dict:
             "added_time": round(bare / layers - 1, 4), "runs": {k: [round(v, 2) for v in vs] for k, vs in runs.items()}}
 
 
-def _reencode(src: Path, dst: Path, crf: int) -> None:
-    import av
-
-    with av.open(str(src)) as inp, av.open(str(dst), "w", format="mp4") as out:
-        stream = inp.streams.video[0]
-        enc = out.add_stream("libx264", rate=stream.average_rate, options={"crf": str(crf)})
-        enc.width, enc.height, enc.pix_fmt = stream.width, stream.height, "yuv420p"
-        for frame in inp.decode(stream):
-            frame.pts = None
-            out.mux(enc.encode(frame))
-        out.mux(enc.encode(None))
-
-
 def _per_frame_accuracy(planes, bits) -> float:
     from swapline.ops.watermark import detect_planes
 
@@ -113,7 +101,7 @@ def robustness(media: Path, folder: Path, frames: int) -> dict:
     bits, result = payload_bits(payload), {}
     for crf in (23, 28):
         copy = folder / f"crf{crf}.mp4"
-        _reencode(marked, copy, crf)
+        reencode(marked, copy, crf)
         found = detect_file(copy, [payload], max_frames=frames)
         result[f"crf{crf}"] = {"bits_matched": found.bits_matched, "found": found.found,
                                "frame_bit_accuracy": _per_frame_accuracy(video_planes(copy, frames), bits)}

@@ -14,10 +14,11 @@ import datetime as dt
 import fcntl
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from swapline.ops.storage import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -134,21 +135,6 @@ def load_identity(chain_path: Path, key_path: Path, anchors_path: Path | None = 
                            local=False, source=str(chain_path), alg=_alg_for(key, key_path))
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Temp file in the same folder, then rename: a reader never sees half a key."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # created 0600
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _name(common_name: str) -> Any:
     from cryptography import x509
     from cryptography.x509.oid import NameOID
@@ -218,8 +204,8 @@ def _local_ca(folder: Path, now: dt.datetime) -> tuple[Any, Any, bool]:
     cert_path, key_path = folder / "ca.pem", folder / "ca.key"
     if not cert_path.exists() and not key_path.exists():
         cert, key = _make_ca(now)
-        _write_atomic(key_path, _pkcs8(key), 0o600)
-        _write_atomic(cert_path, _pem(cert), 0o644)
+        atomic_write_bytes(key_path, _pkcs8(key), 0o600)
+        atomic_write_bytes(cert_path, _pem(cert), 0o644)
         logger.info("created the local C2PA signing CA %s (viewers trust it to see 'Trusted')", cert_path)
         return cert, key, True
     cert = _parse_certs(_read(cert_path, "local CA certificate"), cert_path, "local CA certificate")[0]
@@ -251,8 +237,8 @@ def _local_leaf(folder: Path, ca: Any, ca_key: Any, now: dt.datetime, renew: boo
         if _fresh(cert, now):
             return cert, key
     cert, key = _make_leaf(ca, ca_key, now)
-    _write_atomic(key_path, _pkcs8(key), 0o600)
-    _write_atomic(cert_path, _pem(cert) + _pem(ca), 0o644)
+    atomic_write_bytes(key_path, _pkcs8(key), 0o600)
+    atomic_write_bytes(cert_path, _pem(cert) + _pem(ca), 0o644)
     logger.info("issued a local C2PA signer certificate %s valid until %s", cert_path, cert.not_valid_after_utc.date())
     return cert, key
 

@@ -58,8 +58,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` via a temp file in the same folder, fsync, then rename."""
+def atomic_write_bytes(path: str | Path, data: bytes, mode: int | None = None) -> Path:
+    """Write `data` to `path` via a temp file in the same folder, fsync, then rename. `mode`: the
+    file's permissions, set before it appears (the temp file is created 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -68,6 +69,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
