@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from swapline.assets.common import ConsentLive, Eta, code_version, image_md, on_change, own_location
+from swapline.executors import GPU_OP_TAGS
 from swapline.ops import provenance
 from swapline.ops.collect import media_path
 from swapline.ops.consent import require_live_consent
@@ -35,6 +36,7 @@ def converted_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
              "faceset": artifact_input(dg.AssetKey([shown, "faceset"]))},  # who the video shows: the identity gate's references
         group_name="convert",
         pool="gpu",
+        op_tags=GPU_OP_TAGS,  # with Celery: the `gpu` queue (swapline/executors.py); other executors ignore it
         code_version=code_version("converted_video", {**options.output_settings(), "direction": conversion.direction}),
         kinds={"video"},
         check_specs=video_check_specs(key),

@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 
 from swapline.assets.common import ConsentLive, FacesetsNotBlocked, code_version, image_md, on_change, own_location
+from swapline.executors import GPU_OP_TAGS
 from swapline.ops.consent import require_live_consent
 from swapline.ops.storage import Published, write_manifest
 from swapline.ops.train_config import TrainConfig
@@ -42,6 +43,7 @@ def face_model_asset(project: Project, name: str) -> dg.AssetsDefinition:
         ins=ins,
         group_name="train",
         pool="gpu",  # two trainings never share one GPU
+        op_tags=GPU_OP_TAGS,  # with Celery: the `gpu` queue (swapline/executors.py); other executors ignore it
         code_version=code_version("face_model", {**model_settings, "iterations": swap.iterations, "batch": swap.batch_size,
                                                  "loss": [swap.loss, swap.ssim_weight, swap.mask_weight]}),
         kinds={"pytorch"},

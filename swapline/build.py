@@ -20,6 +20,7 @@ from swapline.assets.curate import faceset_asset
 from swapline.assets.extract import aligned_faces_asset, frames_asset
 from swapline.assets.target import target_faces_asset
 from swapline.assets.train import face_model_asset
+from swapline.executors import executor_from_env
 from swapline.project import Project
 from swapline.quality_checks.target_checks import target_coverage_checks
 from swapline.resources.analyzer import FaceAnalyzerResource
@@ -77,4 +78,5 @@ def build_definitions(project: Project, project_file: Path, resources: dict | No
         sensors=[project_sync_sensor(project_file), source_watch_sensor(project_file), dead_runs_sensor(), automation_sensor()],
         schedules=[collection_schedule(project, identity) for identity in project.identities],
         resources=resources or default_resources(),
+        executor=executor_from_env(),  # SWAPLINE_EXECUTOR: in-process, multiprocess or Celery (swapline/executors.py)
     )

@@ -128,8 +128,8 @@ def cmd_status(args) -> int:
 
 
 def cmd_refresh(args) -> int:
-    """Materialize exactly what is stale, missing or failed, stage by stage (Dagster's CLI has no
-    "stale only" selection); --dry-run prints what would run."""
+    """Materialize exactly what is stale, missing or failed, in rounds of Dagster runs that ask
+    again after each (Dagster's CLI has no "stale only" selection); --dry-run prints what would run."""
     path = project_path(args.project)
     project = load_project(path)
     _env_defaults(path)
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         ("report", cmd_report, "print, identity by identity, whether the data is enough and what is missing"),
         ("init-home", cmd_init_home, "write dagster.yaml into $DAGSTER_HOME"),
         ("status", cmd_status, "what is stale or missing, per asset and partition, and why"),
-        ("refresh", cmd_refresh, "materialize exactly what is stale or missing, stage by stage"),
+        ("refresh", cmd_refresh, "materialize exactly what is stale, missing or failed (real Dagster runs, in rounds)"),
         ("collect", cmd_collect, "list URL sources (channels, playlists, feeds), collect and extract what is new"),
     ):
         p = sub.add_parser(name, help=helptext)

@@ -1,17 +1,14 @@
-"""What is stale or missing, per asset and partition, as Dagster itself judges it; and a refresh
-that materializes exactly that (Dagster's CLI cannot select "stale only").
+"""What is stale, missing or failed, per asset and partition, and a refresh that materializes
+exactly that (Dagster's CLI cannot select "stale only").
 
-Staleness comes from Dagster's `CachingStaleStatusResolver`, the same resolver the UI uses, so
-`swapline status` and the UI agree. Three of its ways shape the code below:
-- It must be asked per partition: a partitioned asset asked without a partition key answers
-  FRESH. So every source partition is asked on its own.
-- Its causes are direct only: a changed setting makes `aligned_faces` STALE, while `faceset`
-  stays FRESH until `aligned_faces` is rebuilt with a new data version (and an identical rebuild
-  leaves it FRESH). `status` therefore marks what waits on a stale or missing input, and
-  `refresh` goes stage by stage, asking again after each stage.
-- 100-partition cutoff: a partition depending on 100 or more upstream partitions (a faceset
-  fed by 100+ sources) is not checked for new upstream data at all and reads FRESH
-  (`SKIP_PARTITION_DATA_VERSION_DEPENDENCY_THRESHOLD`); see assets/extract.py.
+Staleness is judged from the instance through public APIs (swapline/staleness.py): the code
+version and input data versions Dagster records on each materialization against the current
+ones, the same facts the UI's resolver reads. Its causes are direct only: a changed setting
+makes `aligned_faces` STALE, while `faceset` stays FRESH until `aligned_faces` is rebuilt with a
+new data version (an identical rebuild leaves it FRESH). So `status` marks what waits on a stale
+or missing input, and `refresh` works in rounds, asking again after each: every source
+partition that needs a run gets one run of what it needs (Dagster orders the stages inside),
+then the unpartitioned assets that need one, in one run.
 """
 
 from __future__ import annotations
@@ -21,16 +18,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 import dagster as dg
-from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleCause, StaleCauseCategory
-from dagster._time import get_current_datetime
 
+from swapline import runner
 from swapline.assets.automation import DATA_VERSION_TAG, observe_sources, sync_partitions, wanted_partitions
-from swapline.assets.common import sources_partitions
-from swapline.build import build_assets, default_resources
+from swapline.jobs import Graph, Node, project_graph
 from swapline.liveness import INTERRUPTED_TAG, PARTITION_TAG, reap_dead_runs, run_assets
 from swapline.project import Project
-from swapline.runner import RunSummary, Step, first_line, run_step
+from swapline.runner import Launch, RunSummary, StepLog, step_log
+from swapline.staleness import stale_causes
 
 FRESH, STALE, MISSING, FAILED = "FRESH", "STALE", "MISSING", "FAILED"
 
@@ -52,30 +47,27 @@ class Row:
         return self.status != FRESH
 
 
-def asset_graph(project: Project):
-    return dg.Definitions(assets=build_assets(project), resources=default_resources()).resolve_asset_graph()
-
-
 def project_status(project: Project, instance: dg.DagsterInstance, keys: list[dg.AssetKey] | None = None,
-                   graph=None) -> list[Row]:
-    """One row per materializable asset and partition, in `stages` order (only `keys` if given).
+                   graph: Graph | None = None) -> list[Row]:
+    """One row per materializable asset and partition, parents first (only `keys` if given).
     Partitions are the project file's local sources (not the instance's: a source just added to
     the file shows as MISSING before the sync sensor or `refresh` registered it) and the batches
     its URL sources' listings registered."""
-    graph = graph or asset_graph(project)
-    resolver = _resolver(instance, graph)
-    failures = failed_attempts(instance)
+    graph = graph or project_graph(project)
+    failures, logs = failed_attempts(instance), {}
     rows: list[Row] = []
-    for key in (key for stage in stages(graph) for key in stage):
-        if keys is not None and key not in keys:
+    for key, node in graph.items():
+        if node.source or (keys is not None and key not in keys):
             continue
-        for partition in _partitions(project, instance, graph, key):
-            if failed := _still_failed(instance, failures.get((key, partition)), key, partition):
+        for partition in _partitions(project, instance, node):
+            if failed := _still_failed(instance, failures.get((key, partition)), key, partition, logs):
                 rows.append(Row(key, partition, FAILED, failed))
                 continue
-            status = resolver.get_status(key, partition).value
-            causes = tuple(_cause_text(c) for c in resolver.get_stale_causes(key, partition)) if status == STALE else ()
-            rows.append(Row(key, partition, status, causes or (("not materialized yet",) if status == MISSING else ())))
+            causes = stale_causes(instance, graph, key, partition)
+            if causes is None:
+                rows.append(Row(key, partition, MISSING, ("not materialized yet",)))
+            else:
+                rows.append(Row(key, partition, STALE if causes else FRESH, causes))
     return _mark_waiting(rows, graph)
 
 
@@ -108,9 +100,10 @@ def failed_attempts(instance: dg.DagsterInstance) -> dict[tuple[dg.AssetKey, str
 
 
 def _still_failed(instance: dg.DagsterInstance, record: dg.RunRecord | None, key: dg.AssetKey,
-                  partition: str | None) -> tuple[str, ...]:
-    """(reason, when) if the failed run is this asset partition's last attempt: nothing was
-    materialized and no run started after it."""
+                  partition: str | None, logs: dict[str, StepLog]) -> tuple[str, ...]:
+    """(reason, when) if the failed run is this asset partition's last attempt and failed there
+    itself: nothing was materialized since, and its own step failed or was cut off (an asset
+    merely skipped after another one failed is not its failure)."""
     if record is None:
         return ()
     latest = instance.fetch_materializations(
@@ -118,76 +111,49 @@ def _still_failed(instance: dg.DagsterInstance, record: dg.RunRecord | None, key
     failed_at = record.create_timestamp.timestamp()
     if latest and latest[0].timestamp >= failed_at:
         return ()
+    run = record.dagster_run
+    if run.run_id not in logs:
+        logs[run.run_id] = step_log(instance, run.run_id)
+    reason = failure_reason(run, logs[run.run_id], key)
+    if reason is None:
+        return ()
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.end_time or failed_at))
-    return (failure_reason(instance, record.dagster_run), f"at {when}, run {record.dagster_run.run_id[:8]}")
+    return (reason, f"at {when}, run {run.run_id[:8]}")
 
 
-def failure_reason(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
-    """Why a run failed, in one line: found dead, a step's own error, or the run's message."""
-    if INTERRUPTED_TAG in run.tags:
+def failure_reason(run: dg.DagsterRun, log: StepLog, key: dg.AssetKey) -> str | None:
+    """Why `key` failed in this failed run, in one line (found dead, its step's own error, the
+    run's message when no step ran); None when its step never started after another's failure."""
+    step = log.step_of.get(key)
+    cut_off = step in log.started and step not in log.ended
+    if INTERRUPTED_TAG in run.tags and (cut_off or not log.started):
         return f"interrupted: {run.tags[INTERRUPTED_TAG]}"
-    for entry in instance.all_logs(run.run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE}):
-        event = entry.dagster_event
-        if event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_failure_data.error:
-            return first_line(event.step_failure_data.error)
-        if event.message:
-            return event.message.strip().splitlines()[0]
-    return "the run failed"
+    if step in log.errors:
+        return runner.first_line(log.errors[step])
+    if cut_off:
+        return "the run ended during this step"
+    if not log.started:
+        return log.run_error or "the run failed"
+    return None
 
 
-def stages(graph) -> list[list[dg.AssetKey]]:
-    """Materializable assets in the order they can run: an asset after its parents and after
-    what its checks read (a target video's coverage checks read a faceset, so the target runs
-    after it, as in runner.plan). Source assets (files observed outside Dagster) are never run,
-    only observed; a new observation shows as their child's STALE cause."""
-    depth: dict[dg.AssetKey, int] = {}
-
-    def depth_of(key: dg.AssetKey) -> int:
-        if key not in depth:
-            node = graph.get(key)
-            deps = set(node.parent_keys) | {dep for check in node.check_keys for dep in graph.get(check).parent_entity_keys}
-            depth[key] = 1 + max((depth_of(dep) for dep in deps - {key} if dep in graph.materializable_asset_keys), default=-1)
-        return depth[key]
-
-    keys = sorted(graph.materializable_asset_keys, key=lambda k: (depth_of(k), k.to_user_string()))
-    return [[k for k in keys if depth[k] == level] for level in sorted(set(depth[k] for k in keys))]
-
-
-def _resolver(instance: dg.DagsterInstance, graph) -> CachingStaleStatusResolver:
-    # A resolver caches everything it reads: build a new one for each question.
-    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-                          instance=instance, asset_graph=graph)
-    return CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
-
-
-def _partitions(project: Project, instance: dg.DagsterInstance, graph, key: dg.AssetKey) -> list[str | None]:
-    if not graph.get(key).is_partitioned:
+def _partitions(project: Project, instance: dg.DagsterInstance, node: Node) -> list[str | None]:
+    if node.partitions_def is None:
         return [None]
-    identity = key.path[0]  # only per-source assets are partitioned: <identity>/<stage>
-    existing = set(instance.get_dynamic_partitions(sources_partitions(identity).name))
+    identity = node.key.path[0]  # only per-source assets are partitioned: <identity>/<stage>
+    existing = set(instance.get_dynamic_partitions(node.partitions))
     return sorted(wanted_partitions(project, identity, existing))  # a URL source's batches once listed
 
 
-def _cause_text(cause: StaleCause) -> str:
-    if cause.category == StaleCauseCategory.CODE:
-        return "code version changed (a setting or the algorithm)"
-    if cause.dependency is not None:
-        dep = _label(cause.dependency.asset_key, cause.dependency.partition_key)
-        if cause.category == StaleCauseCategory.DATA:
-            return f"upstream {dep} has a new data version" if "version" in cause.reason else f"upstream {dep}: {cause.reason}"
-        return f"{cause.reason.removeprefix('has a ')} ({dep})"
-    return cause.reason.removeprefix("has ")
-
-
-def _mark_waiting(rows: list[Row], graph) -> list[Row]:
+def _mark_waiting(rows: list[Row], graph: Graph) -> list[Row]:
     """A FRESH row whose input (or an input's input) is stale or missing may go stale once that
     input is rebuilt. Same partitions on both sides (one source's stages) pair up by key; an
     unpartitioned child (a faceset) waits on any of its parent's partitions."""
     pending: dict[tuple[dg.AssetKey, str | None], Row] = {}
     out = []
-    for row in rows:  # stages order: parents first
+    for row in rows:  # parents first
         if row.status == FRESH:
-            waits = [p.label for parent in sorted(graph.get(row.key).parent_keys)
+            waits = [p.label for parent in sorted(graph[row.key].parents)
                      for (k, part), p in pending.items() if k == parent and _pairs(graph, row, parent, part)]
             row = Row(row.key, row.partition, row.status, row.causes, tuple(waits))
         if row.needs_run or row.waits_on:
@@ -196,10 +162,10 @@ def _mark_waiting(rows: list[Row], graph) -> list[Row]:
     return out
 
 
-def _pairs(graph, row: Row, parent: dg.AssetKey, parent_partition: str | None) -> bool:
+def _pairs(graph: Graph, row: Row, parent: dg.AssetKey, parent_partition: str | None) -> bool:
     if row.partition is None or parent_partition is None:
         return True
-    return graph.get(parent).partitions_def == graph.get(row.key).partitions_def and parent_partition == row.partition
+    return graph[parent].partitions == graph[row.key].partitions and parent_partition == row.partition
 
 
 def _label(key: dg.AssetKey, partition: str | None) -> str:
@@ -208,38 +174,52 @@ def _label(key: dg.AssetKey, partition: str | None) -> str:
 
 # --- refresh ------------------------------------------------------------------------------
 
-def refresh(project: Project, instance: dg.DagsterInstance, *, resources: dict | None = None,
-            echo: Callable[[str], None] = print, log_level: str = "INFO", log_file=None,
-            only: set[dg.AssetKey] | None = None) -> RunSummary:
-    """Materialize exactly the stale, missing and failed asset partitions, one run each, stage by
-    stage in topological order, asking Dagster again before each stage: a rebuilt input with
-    a new data version is what makes the next stage stale. Failures are handled as in
-    `swapline run` (runner.run_step): a step after a failed input is skipped, except a
-    faceset, which still builds from the sources that worked. `only`: these assets, no others."""
+def refresh(project: Project, instance: dg.DagsterInstance, *, echo: Callable[[str], None] = print,
+            log_level: str = "INFO", log_file=None, only: set[dg.AssetKey] | None = None) -> RunSummary:
+    """Materialize exactly the stale, missing and failed asset partitions, in rounds of Dagster
+    runs (_next_round), asking again after each round: a rebuilt input with a new data version
+    is what makes the next stage stale. Each asset partition runs at most once; a failure is
+    handled as in `swapline run` (what waits on it in its run is skipped, a faceset still builds
+    from the sources that worked). `only`: these assets, no others."""
     for line in look_around(project, instance):  # partitions, dead runs, the sources' files
         echo(line)
-    assets, graph = build_assets(project), asset_graph(project)
-    resources = resources or default_resources()
-    summary, start, ran = RunSummary(log_file=log_file), time.monotonic(), {}
-    for level in stages(graph):
-        level = [key for key in level if only is None or key in only]
-        for row in project_status(project, instance, keys=level, graph=graph) if level else []:
-            if not row.needs_run:
-                continue
-            ran[row.label] = row
-            step = Step(row.label, [row.key], row.partition, after=_after(graph, row, [ran[label] for label in summary.failed]))
-            echo(f"[{len(ran)}] {row.label} ({row.status.lower()}): {run_step(step, assets, instance, resources, summary, log_level)}")
+    graph = project_graph(project)
+    summary, start, tried = RunSummary(log_file=log_file), time.monotonic(), set()
+    while launches := _next_round(project_status(project, instance, graph=graph), graph, only, tried):
+        for launch, rows in launches:
+            outcomes = runner.run(project, instance, graph, launch, log_level)
+            for row, outcome in zip(rows, outcomes):
+                tried.add(row.label)
+                echo(f"[{len(tried)}] {row.label} ({row.status.lower()}): {runner.record(summary, row.label, outcome)}")
+            runner.stop_if_interrupted(outcomes, launch.label)
     summary.seconds = time.monotonic() - start
     return summary
 
 
-def _after(graph, row: Row, failed: list[Row]) -> tuple[str, ...]:
-    """The failed steps of this refresh that make `row` pointless to run: its inputs' failures,
-    except partitions feeding an unpartitioned aggregate (a faceset builds from the sources
-    that worked, as in runner.plan)."""
-    parents = graph.get(row.key).parent_keys
-    return tuple(f.label for f in failed if f.key in parents and not (row.partition is None and f.partition)
-                 and _pairs(graph, row, f.key, f.partition))
+def _next_round(rows: list[Row], graph: Graph, only: set[dg.AssetKey] | None, tried: set[str]) -> list[tuple[Launch, list[Row]]]:
+    """The runs to launch now: rows that need a run, not tried yet in this refresh, with no input
+    that is waiting itself (it may still change). One run per source partition; once none is
+    left, one run of the unpartitioned rows (they read every partition)."""
+    groups: dict[tuple[str, str | None], list[Row]] = {}
+    for row in _ready(rows, graph):
+        if row.label not in tried and (only is None or row.key in only):
+            groups.setdefault((graph[row.key].partitions, row.partition), []).append(row)
+    chosen = {group: rows for group, rows in groups.items() if group[1] is not None} or groups
+    return [(Launch(f"{rows[0].key.path[0]}/{partition}" if partition else "unpartitioned assets",
+                    tuple(row.key for row in rows), name, partition), rows) for (name, partition), rows in chosen.items()]
+
+
+def _ready(rows: list[Row], graph: Graph) -> list[Row]:
+    """Rows that need a run and whose inputs will not change first (none is waiting)."""
+    waiting: set[tuple[dg.AssetKey, str | None]] = set()
+    ready = []
+    for row in rows:  # parents first
+        parents = graph[row.key].parents
+        if row.waits_on or any(key in parents and _pairs(graph, row, key, part) for key, part in waiting):
+            waiting.add((row.key, row.partition))
+        elif row.needs_run:
+            ready.append(row)
+    return ready
 
 
 def dry_run_lines(project: Project, instance: dg.DagsterInstance) -> list[str]:

@@ -73,9 +73,12 @@ def test_nothing_built_is_all_missing_and_a_refresh_leaves_nothing_stale(media_d
     lines: list[str] = []
     summary = refresh(project, instance, echo=lines.append, log_level="WARNING")
     assert summary.ok and len(summary.succeeded) == len(rows), summary.failed
-    # Stage by stage: every source's frames before any aligned_faces, the faceset last.
+    # One Dagster run per source (its stages in order), then one for the faceset.
     order = [line.split("] ", 1)[1].split(" ")[0] for line in lines]
-    assert [label.split("[")[0] for label in order] == [f"ben/{stage}" for stage in STAGES for _ in range(2)] + ["ben/faceset"]
+    sources = sorted(project.source_keys("ben"))
+    assert order == [f"ben/{stage}[{key}]" for key in sources for stage in STAGES] + ["ben/faceset"]
+    runs = instance.get_runs()
+    assert len(runs) == 3 and sorted(run.tags.get("dagster/partition", "") for run in runs) == ["", *sources]
 
     assert set(counts(project, instance).values()) == {1}
     assert {row.status for row in project_status(project, instance)} == {FRESH}
