@@ -23,15 +23,6 @@ PACKAGE = Path(__file__).resolve().parents[2] / "swapline"
 
 
 @pytest.fixture
-def photos(media_dir, tmp_path):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for name in ("single_face.jpg", "45-m7-di-ph.jpg"):
-        shutil.copy(media_dir / name, folder / name)
-    return folder
-
-
-@pytest.fixture
 def launched(monkeypatch) -> list[tuple]:
     """Every dg.execute_job call: (job pointer, asset selection, tags)."""
     calls, real = [], dg.execute_job

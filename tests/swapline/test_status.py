@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from swapline.cli import main
 from swapline.project import PROJECT_ENV
@@ -16,15 +15,6 @@ from swapline.status import FAILED, FRESH, MISSING, STALE, dry_run_lines, projec
 from tests.conftest import CONSENT
 
 STAGES = ("source_media", "frames", "aligned_faces")
-
-
-@pytest.fixture
-def photos(media_dir, tmp_path):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for name in ("single_face.jpg", "45-m7-di-ph.jpg"):
-        shutil.copy(media_dir / name, folder / name)
-    return folder
 
 
 def ben(media_dir, photos=None, **extraction) -> dict:
