@@ -2,8 +2,11 @@
 
 Faces are found by dlib (HOG, or MMOD on request); their 68 landmarks come from dlib's shape
 predictor or from FAN (`swapline.ops.fan`: more precise on turned and expressive faces), in
-the same layout. The alignment geometry (template, similarity fit, warping, hull mask) lives
-in `swapline.ops.alignment` and is re-exported here, so callers need only this module.
+the same layout. Backend `mediapipe` (`swapline.ops.facemesh`) finds faces with BlazeFace and
+takes the 68 from FaceMesh's 468 (kept as `DetectedFace.dense`); a frame where BlazeFace finds
+no face falls back to the dlib detector, with FaceMesh landmarks on its boxes. The alignment
+geometry (template, similarity fit, warping, hull mask) lives in `swapline.ops.alignment` and
+is re-exported here, so callers need only this module.
 
 dlib and OpenCV are imported inside functions: this module is imported when Dagster loads
 the code location, and the dlib models (~100 MB) load once per process on first use.
@@ -34,7 +37,7 @@ from swapline.ops.alignment import (  # noqa: F401  (re-exported API)
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("dlib", "fan", "auto")
+BACKENDS = ("dlib", "fan", "mediapipe", "auto")
 DETECTORS = ("hog", "cnn")
 
 
@@ -45,7 +48,7 @@ class AnalyzerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backend: Literal["dlib", "fan", "auto"] = Field(default="auto", description="Landmarks: dlib (offline), FAN (needs its weights), auto = FAN when its weights are present.")
+    backend: Literal["dlib", "fan", "mediapipe", "auto"] = Field(default="auto", description="Landmarks: dlib (offline), FAN (needs its weights), mediapipe (BlazeFace + FaceMesh, needs its set-up files), auto = FAN when its weights are present, else mediapipe when its files are, else dlib.")
     detector: Literal["hog", "cnn"] = Field(default="hog", description="dlib face detector: HOG (fast, frontal) or MMOD CNN (slower, more poses).")
     upsample: int = Field(default=0, ge=0, le=3, description="Detector upsampling passes (finds smaller faces, ~4x slower each).")
     detect_scale: float = Field(default=0.5, gt=0, le=1, description="Detect on the frame scaled by this; landmarks at full size.")
@@ -69,7 +72,8 @@ class AnalyzerSettings(BaseModel):
 class DetectedFace:
     bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 in source px, clipped to the frame
     landmarks: np.ndarray  # (68, 2) float32, source px
-    score: float  # HOG SVM margin or MMOD confidence; higher is surer
+    score: float  # HOG SVM margin, MMOD confidence or BlazeFace probability; higher is surer
+    dense: np.ndarray | None = None  # mediapipe: the (468, 3) FaceMesh points, source px
 
 
 @lru_cache(maxsize=None)
@@ -124,7 +128,7 @@ class FaceAnalyzer:
     FAN backend; `resolved_backend` says which landmark model "auto" settled on."""
 
     def __init__(self, settings: AnalyzerSettings | None = None, *, fan_weights_dir: str = "",
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", face_models_dir: str = "") -> None:
         settings = settings or AnalyzerSettings()
         if settings.backend not in BACKENDS:
             raise ValueError(f"unknown face backend {settings.backend!r}; expected one of {BACKENDS}")
@@ -134,7 +138,8 @@ class FaceAnalyzer:
             raise ValueError(f"detect_scale must be in (0, 1], got {settings.detect_scale}")
         self.settings = settings
         self._fan = None
-        if settings.backend != "dlib":
+        self._mediapipe = None
+        if settings.backend in ("fan", "auto"):
             from swapline.ops import fan
 
             try:
@@ -142,12 +147,17 @@ class FaceAnalyzer:
             except fan.FanWeightsMissing as exc:
                 if settings.backend == "fan":
                     raise
-                logger.info("face backend 'auto': using dlib landmarks. %s", exc)
-        self.resolved_backend = "fan" if self._fan is not None else "dlib"
+                logger.info("face backend 'auto': no FAN. %s", exc)
+        if settings.backend == "mediapipe" or (settings.backend == "auto" and self._fan is None):
+            from swapline.ops import facemesh
+
+            self._mediapipe = facemesh.backend(face_models_dir, required=settings.backend == "mediapipe")
+        self.resolved_backend = "fan" if self._fan is not None else "mediapipe" if self._mediapipe is not None else "dlib"
 
     def describe(self) -> dict[str, Any]:
         """The settings plus the landmark model actually used, for manifests and metadata."""
-        model = self._fan.weights.name if self._fan is not None else "dlib shape_predictor_68_face_landmarks"
+        model = (self._fan.weights.name if self._fan is not None else "mediapipe face_detection_full_range + face_landmark (468 -> 68)"
+                 if self._mediapipe is not None else "dlib shape_predictor_68_face_landmarks")
         return {**self.settings.as_dict(), "resolved_backend": self.resolved_backend, "landmark_model": model}
 
     def detect(self, image_rgb: np.ndarray) -> list[DetectedFace]:
@@ -162,23 +172,31 @@ class FaceAnalyzer:
         """`detect_with_stats` of each image; FAN runs once over the faces of all of them, so
         a caller with a GPU can hand over several frames at a time."""
         images = [as_rgb8(image) for image in images_rgb]
-        boxes, scores, n_small = [], [], []
+        boxes, scores, n_small, meshes = [], [], [], []
         for image in images:
-            found = self._boxes(image)
-            kept = [(box, score) for box, score in found if min(box[2] - box[0], box[3] - box[1]) >= self.settings.min_face]
-            boxes.append([box for box, _ in kept])
-            scores.append([score for _, score in kept])
+            if self._mediapipe is not None:
+                # A frame where BlazeFace finds nothing is searched again by the dlib detector.
+                found, image_meshes = self._mediapipe.detect(image, fallback=self._boxes)
+            else:
+                found, image_meshes = self._boxes(image), []
+            kept = [i for i, (box, _) in enumerate(found) if min(box[2] - box[0], box[3] - box[1]) >= self.settings.min_face]
+            boxes.append([found[i][0] for i in kept])
+            scores.append([found[i][1] for i in kept])
+            meshes.append([image_meshes[i] for i in kept] if image_meshes else [None] * len(kept))
             n_small.append(len(found) - len(kept))
-        if self._fan is not None:
+        if self._mediapipe is not None:
+            points = [[mesh.landmarks68() for mesh in image_meshes] for image_meshes in meshes]
+        elif self._fan is not None:
             points = self._fan.landmarks_batch(images, boxes)
         else:
             points = [self._dlib_landmarks(image, image_boxes) for image, image_boxes in zip(images, boxes)]
         results = []
-        for image, image_boxes, image_scores, image_points, small in zip(images, boxes, scores, points, n_small):
+        for image, image_boxes, image_scores, image_points, image_meshes, small in zip(images, boxes, scores, points, meshes, n_small):
             height, width = image.shape[:2]
             faces = [DetectedFace(bbox=(max(0, round(x0)), max(0, round(y0)), min(width, round(x1)), min(height, round(y1))),
-                                  landmarks=np.asarray(p, dtype=np.float32), score=float(score))
-                     for (x0, y0, x1, y1), score, p in zip(image_boxes, image_scores, image_points)]
+                                  landmarks=np.asarray(p, dtype=np.float32), score=float(score),
+                                  dense=None if mesh is None else mesh.points)
+                     for (x0, y0, x1, y1), score, p, mesh in zip(image_boxes, image_scores, image_points, image_meshes)]
             faces.sort(key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]), reverse=True)
             results.append((faces, small))
         return results

