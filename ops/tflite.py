@@ -43,7 +43,7 @@ def model_path(name: str, folder: str | os.PathLike[str] | None = None) -> Path:
     if not path.is_file():
         raise FaceModelsMissing(
             f"MediaPipe face model not found: expected {path}. swapline never downloads models at run time; "
-            f"fetch them once at set-up with\n  {SETUP_COMMAND} --dir '{path.parent}'\n(./dev does this), or copy "
+            f"fetch them once at set-up with\n  {SETUP_COMMAND} --dir '{path.parent}'\nor copy "
             f"{', '.join(MODEL_FILES)} there. Another folder: set ${ENV_DIR}. Without them use extraction "
             f"backend 'dlib' (or 'auto')."
         )
