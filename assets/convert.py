@@ -65,7 +65,7 @@ def converted_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
         from swapline.ops.inference import load_for_inference
         from swapline.ops.seal import seal
         from swapline.ops.target import TABLE, planned_faces, read_table
-        from swapline.ops.watermark import ALGORITHM, Watermarker, payload_for, payload_hex
+        from swapline.ops.watermark import ALGORITHM, Watermarker, payload_for
 
         store = storage.store()
         target_manifest, model_manifest = target.manifest(), model.manifest()
@@ -112,7 +112,7 @@ def converted_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
                            "bits_matched": sealed["watermark_bits_matched"]},
             ))
             # Last: a conversion that failed above leaves no record of an output that does not exist.
-            AuditLog.in_home(home).append({**facts, "output_sha256": sealed["sha256"], "watermark_payload": payload_hex(payload),
+            AuditLog.in_home(home).append({**facts, "output_sha256": sealed["sha256"], "watermark_payload": sealed["watermark_payload"],
                                            "c2pa_state": sealed["c2pa_state"], "signer": sealed["signer"]})
 
         published = store.publish(own_location(store, context), build)

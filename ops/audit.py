@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from swapline.ops.watermark import payload_hex
+
 logger = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
@@ -97,7 +99,7 @@ class AuditLog:
     def find(self, *, payload: int | None = None, sha256: str | None = None) -> dict[str, Any] | None:
         """The latest record with this watermark payload or output file hash."""
         for record in reversed(self.records()):
-            if payload is not None and record.get("watermark_payload") == f"{payload:016x}":  # ops.watermark.payload_hex
+            if payload is not None and record.get("watermark_payload") == payload_hex(payload):
                 return record
             if sha256 is not None and record.get("output_sha256") == sha256:
                 return record

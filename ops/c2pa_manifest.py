@@ -25,6 +25,7 @@ from typing import Any
 
 from swapline.ops.provenance import DIGITAL_SOURCE_TYPE
 from swapline.ops.signing_identity import SigningError, SigningIdentity
+from swapline.ops.watermark import payload_hex
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def _software_version() -> str:
 def _soft_binding(watermark: dict[str, Any]) -> dict[str, Any]:
     alg, payload = watermark.get("alg"), watermark.get("payload", "")
     if isinstance(payload, int):  # ops/watermark.py's 64-bit payloads
-        payload = f"{payload:016x}"
+        payload = payload_hex(payload)
     if not alg or not payload:
         raise ValueError(f"watermark needs 'alg' and a hex 'payload', got {watermark!r}")
     bytes.fromhex(payload)  # the payload must be hex; raises ValueError otherwise

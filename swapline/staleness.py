@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import dagster as dg
 
+from swapline.assets.automation import DATA_VERSION_TAG
 from swapline.jobs import Graph, Node
 
 CODE_VERSION_TAG = "dagster/code_version"
-DATA_VERSION_TAG = "dagster/data_version"
 INPUT_VERSION_PREFIX = "dagster/input_data_version/"
 INPUT_POINTER_PREFIX = "dagster/input_event_pointer/"
 NULL_POINTER = "NULL"  # the input had no event when this was built
