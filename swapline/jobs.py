@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import dagster as dg
 
 from swapline.build import build_assets, build_definitions, default_resources
+from swapline.liveness import PARTITION_TAG
 from swapline.project import Project, load_project, project_path
 
 UNPARTITIONED = ""  # the partitions name of assets without partitions
-PARTITION_TAG = "dagster/partition"
 
 _LAUNCHED: dict[str, Project] = {}  # projects this process launched runs of, by fingerprint
 
