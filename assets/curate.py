@@ -6,14 +6,15 @@ from pathlib import Path
 import dagster as dg
 
 from swapline.assets.common import code_version, image_md, on_change, own_location, sources_partitions
+from swapline.ops.candidates import CANDIDATES, read_candidates, write_candidates
 from swapline.ops.facesegments import FACES, FACESET, LAYOUT, previous_segments
 from swapline.ops.faceset import (
     build_faceset,
-    contact_sheet,
     face_files,
-    read_metadata,
-    rows_key,
+    render_sheet,
+    rows_content,
     sample_rows,
+    with_columns,
     with_images,
     write_faceset,
 )
@@ -49,8 +50,9 @@ def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         """All faces of this identity across its sources, near-duplicates removed by perceptual
         hash (the sharpest of each cluster kept) and blurry or tiny faces dropped, each reason
         counted; a contact sheet previews what the model will learn from. Only the faces' metadata
-        is read to choose; images are read for the few faces shown or embedded, and for the
-        segments whose kept faces changed (the others are linked from the previous version)."""
+        is read to choose, and only for face files the previous version's candidates.parquet
+        (every face considered) does not list; images are read for the few faces shown or newly
+        embedded, and for the segments whose kept faces changed (the others are linked)."""
         store = storage.store()
         # Each source's faces at the version its aligned_faces materialization recorded.
         # Partitions are the local sources and the batches of URL sources' entries (swapline/collection.py).
@@ -62,30 +64,37 @@ def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         if missing:
             context.log.warning(f"{identity}: sources without extracted faces (failed or not yet run): {missing}")
         files = [f for source in present for f in face_files(faces[source].path / FACES, faces[source].version)]
-        kept, stats = build_faceset([read_metadata(files)], settings)
-        ids, embeddings = sample_embeddings(face_analyzer.analyzer(project.extraction), with_images(sample_rows(kept, SAMPLE), files),
-                                            cache_dir=store.location("_cache", "embeddings"))
+        current = recorded(context.instance, context.asset_key, None)  # our own last version: only to reuse what it shares by content
+        current = current if current is not None and current.path.is_dir() else None
+        # Only the faces of files the previous version did not list are read (ops/candidates.py).
+        candidates = read_candidates(files, current.path / CANDIDATES if current else None)
+        kept, stats = build_faceset([candidates], settings)
+        # A face's name by content: its source's extraction settings and its face_id.
+        source_keys = {source: faces[source].manifest().get("cache_key", faces[source].version) for source in present}
+        sample = sample_rows(kept, SAMPLE)
+        ids, embeddings = sample_embeddings(
+            face_analyzer.analyzer(project.extraction), sample.assign(content=rows_content(sample, source_keys)),
+            cache_dir=store.location("_cache", "embeddings"),
+            load=lambda rows: with_columns(rows, files, ["image", "landmarks", "matrix", "embedding"]))
         mix = purity(ids, embeddings, project.extraction.identity_distance)
         if mix["several_people"]:
             context.log.warning(f"{identity}: {mix['outlier_share']:.0%} of sampled faces look like someone else "
                                 f"(e.g. {mix['outliers'][:3]}); add reference_photos to keep only this person")
         location = own_location(store, context)
-        current = recorded(context.instance, context.asset_key, None)  # our own last version: only to reuse what it shares by content
-        current = current if current is not None and current.path.is_dir() else None
         previous = previous_segments(current.path / FACESET if current else None)
         best = kept.sort_values("sharpness", ascending=False).head(SHEET_FACES)
-        sheet_key = rows_key(best, files)
-        sheet = _previous_sheet(current, sheet_key) or (
-            contact_sheet([decode_image(b) for b in with_images(best, files)["image"]]) if len(best) else None)
+        sheet_faces = rows_content(best, source_keys)
+        sheet = _sheet(current, best, files, sheet_faces) if len(best) else None
         written: dict = {}
 
         def build(tmp: Path) -> None:
             written.update(write_faceset(tmp / FACESET, kept, files, previous))
+            write_candidates(tmp / CANDIDATES, candidates, files)
             write_embeddings(tmp, ids, embeddings)  # the one embedding sample evaluation and conversion read
             if sheet:
                 (tmp / "contact_sheet.png").write_bytes(sheet)
             write_manifest(tmp, {"identity": identity, "stats": stats, "missing_sources": missing, "purity": mix,
-                                 "sheet": sheet_key})
+                                 "sheet_faces": sheet_faces})
 
         published = store.publish(location, build)
         context.log.info(f"{identity}: kept {stats['kept']} of {stats['raw']} faces")
@@ -102,9 +111,19 @@ def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
     return faceset
 
 
-def _previous_sheet(current: Published | None, key: str) -> bytes | None:
-    """The previous version's contact sheet when it shows the same faces (same bytes: rendering
-    is deterministic), sparing reading and decoding them again."""
-    if current is None or current.manifest().get("sheet") != key or not (current.path / "contact_sheet.png").is_file():
-        return None
-    return (current.path / "contact_sheet.png").read_bytes()
+def _sheet(current: Published | None, best, files, faces: list[str]) -> bytes:
+    """The contact sheet of `best` (named `faces`): the previous version's when it shows the
+    same faces, else drawn with the cells of the faces it shows cut from it (same pixels), so
+    only the new faces' crops are read and decoded."""
+    old_png = current.path / "contact_sheet.png" if current else None
+    previous = None
+    if current is not None and old_png is not None and old_png.is_file():
+        previous = (old_png.read_bytes(), current.manifest().get("sheet_faces", []))
+        if previous[1] == faces:
+            return previous[0]
+
+    def crops(wanted: list[str]) -> dict:
+        rows = best[[face in set(wanted) for face in faces]]
+        return dict(zip((face for face in faces if face in set(wanted)), map(decode_image, with_images(rows, files)["image"])))
+
+    return render_sheet(crops, faces, previous)

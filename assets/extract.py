@@ -133,8 +133,10 @@ def aligned_faces_asset(project: Project, identity: str) -> dg.AssetsDefinition:
             entries = write_face_table(tmp / FACES, segments, reuse, extract)
             # describe(): the settings plus the backend "auto" resolved to, so that resolution
             # is part of the data version.
+            # cache_key: what every row derives from besides its frame, so a face is known by
+            # (cache_key, face_id) wherever its segment goes (the faceset's embedding cache).
             manifest.update(source=key, backend=analyzer.describe(), stats=total_stats(entries, extract([], False)[1]),
-                            segments=entries, format_version=FORMAT_VERSION, layout=LAYOUT)
+                            segments=entries, format_version=FORMAT_VERSION, layout=LAYOUT, cache_key=cache.key)
             write_manifest(tmp, manifest)
 
         published = store.publish(location, build)

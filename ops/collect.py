@@ -44,19 +44,33 @@ def list_photos(folder: Path) -> list[Path]:
     return [Path(p) for p in sorted(found, key=lambda p: p.split(os.sep))]  # Path's order: part by part
 
 
+# path -> (size, mtime_ns, inode, sha256) of photos hashed by this process: the source watch
+# runs in the long-lived code server, so after its first look a folder's changed files are
+# the only ones it reads again. Bounded: a process that saw too many files starts over.
+_HASHED: dict[str, tuple[int, int, int, str]] = {}
+_HASHED_MAX = 500_000
+
+
 def collect_photos(folder: Path, known: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The folder's photos with their content hashes. `known`: the files of a previous manifest;
-    a file whose size and modification time are unchanged keeps its recorded hash instead of
-    being read again (the source watch notices changes by the same stamps), so re-collecting a
-    large folder after an addition reads the new photos only."""
+    """The folder's photos with their content hashes. A file whose size and modification time
+    are those of `known` (the files of a previous manifest), or of a file this process hashed
+    before, keeps that hash instead of being read again (the source watch notices changes by
+    the same stamps), so re-collecting a large folder after an addition reads the new photos."""
     stamps = {f["path"]: f for f in known or [] if "mtime_ns" in f}
     files = []
     for path in list_photos(folder):
         stat = path.stat()
-        before = stamps.get(str(path))
-        same = before is not None and (before["bytes"], before["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns)
-        files.append({"path": str(path), "sha256": before["sha256"] if same else sha256_file(path),
-                      "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns})
+        before, seen = stamps.get(str(path)), _HASHED.get(str(path))
+        if before is not None and (before["bytes"], before["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
+            digest = before["sha256"]
+        elif seen is not None and seen[:3] == (stat.st_size, stat.st_mtime_ns, stat.st_ino):
+            digest = seen[3]
+        else:
+            digest = sha256_file(path)
+        if len(_HASHED) >= _HASHED_MAX:
+            _HASHED.clear()
+        _HASHED[str(path)] = (stat.st_size, stat.st_mtime_ns, stat.st_ino, digest)
+        files.append({"path": str(path), "sha256": digest, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns})
     return {"kind": "photos", "path": str(folder), "files": files}
 
 

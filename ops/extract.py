@@ -95,10 +95,11 @@ def _normalize_photos(files: list[dict], out_dir: Path, cache: PhotoCache | None
         return normalize_photos([Path(f["path"]) for f in files], out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     found: dict[str, dict] = {}
-    missing = []
+    missing, placed = [], set()
     for f in files:  # the sha256 is the one collected: the content source_media vouched for
         name = f"p{f['sha256'][:16]}.jpg"
-        if (out_dir / name).exists() or cache.fetch(f["sha256"], out_dir / name):
+        if name in placed or cache.fetch(f["sha256"], out_dir / name):
+            placed.add(name)
             found[f["path"]] = {"photo": f["path"], "file": name, "sha256": f["sha256"]}
         else:
             missing.append(Path(f["path"]))
@@ -203,6 +204,21 @@ def _pool_settings(analyzer) -> Any:
     return analyzer.settings.model_copy(update={"backend": "dlib"})  # a frozen pydantic model (ops.faces)
 
 
+def settings_for_threads(analyzer, reference: np.ndarray | None) -> bool:
+    """Whether frames may be analysed in threads: the dlib backend (its detector and predictor
+    are stateless and release the GIL), without the identity filter (dlib's embedding network
+    keeps state per call) and on a plain analyzer (not a test's or a user's wrapper)."""
+    return reference is None and _pool_settings(analyzer) is not None
+
+
+def _run_threads(analyzer, job: _Job, todo: list[tuple[int, dict]], workers: int):
+    """Yield (position, records, stats) per frame, in order, analysed by `workers` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="extract") as pool:
+        yield from pool.map(lambda item: (item[0], *_analyse(analyzer, job, item[1])), todo)
+
+
 def _run_pool(settings, job: _Job, todo: list[tuple[int, dict]], workers: int):
     """Yield (position, records, stats) per frame, as the workers finish chunks of them."""
     import multiprocessing
@@ -230,7 +246,8 @@ def extract_faces(frames_dir: Path, frames: dict[str, Any], analyzer, *, identit
     """Detect, align and describe every face in the sampled frames of one source.
 
     Frames whose content `cache` knows are not analysed again; the rest run in `workers`
-    processes (0: one per core) when there are at least POOL_MIN_FRAMES of them, else here.
+    processes (0: one per core) when there are at least POOL_MIN_FRAMES of them, else in as
+    many threads where the backend allows it (settings_for_threads), else one by one here.
     The records are in frame order and identical whichever way they were produced; the
     stats include RUN_STATS (detections_run, cache_hits, workers)."""
     items = frames["frames"]
@@ -246,11 +263,17 @@ def extract_faces(frames_dir: Path, frames: dict[str, Any], analyzer, *, identit
     if progress and done:
         progress(done)
     job = _Job(Path(frames_dir), identity, source, reference, max_distance, cache)
-    n_workers = min(resolve_workers(workers), math.ceil(len(todo) / CHUNK_FRAMES))
+    cores = resolve_workers(workers)
+    n_workers = min(cores, math.ceil(len(todo) / CHUNK_FRAMES))
     settings = _pool_settings(analyzer) if n_workers > 1 and len(todo) >= POOL_MIN_FRAMES else None
     if settings is not None:
         logger.info("analysing %d frames in %d worker processes", len(todo), n_workers)
         analysed = _run_pool(settings, job, todo, n_workers)
+    elif min(cores, len(todo)) > 1 and settings_for_threads(analyzer, reference):
+        n_workers = min(cores, len(todo))
+        # Too few frames to pay for worker processes; dlib releases the GIL while it detects
+        # and predicts, so threads use the other cores (2x on 2 for a refresh's few photos).
+        analysed = _run_threads(analyzer, job, todo, n_workers)
     else:
         n_workers = 1 if todo else 0
         analysed = ((i, *_analyse(analyzer, job, frame)) for i, frame in todo)

@@ -199,11 +199,17 @@ class PhotoCache:
         return self.folder / sha[:2] / f"{sha}.jpg"
 
     def fetch(self, sha: str, dest: Path) -> bool:
-        """Place the cached photo at `dest`; False when it is not cached."""
-        cached = self.path(sha)
-        if not cached.is_file():
+        """Place the cached photo at `dest` (in an existing private build folder); False when it
+        is not cached. One system call for a hit: a refresh places every photo of a source."""
+        try:
+            os.link(self.path(sha), dest)
+        except FileNotFoundError:
             return False
-        _link_or_copy(cached, dest, atomic=False)  # dest is inside a private build folder
+        except OSError:  # another filesystem, or one without hard links
+            try:
+                shutil.copyfile(self.path(sha), dest)
+            except FileNotFoundError:
+                return False
         self.hits += 1
         return True
 

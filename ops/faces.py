@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -74,6 +75,9 @@ class DetectedFace:
     landmarks: np.ndarray  # (68, 2) float32, source px
     score: float  # HOG SVM margin, MMOD confidence or BlazeFace probability; higher is surer
     dense: np.ndarray | None = None  # mediapipe: the (468, 3) FaceMesh points, source px
+
+
+_DETECTOR_LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=None)
@@ -228,11 +232,14 @@ class FaceAnalyzer:
         else:
             sx = sy = 1.0
         upsample = self.settings.upsample
-        if self.settings.detector == "cnn":
-            found = [(d.rect, d.confidence) for d in _cnn_detector()(small, upsample)]
-        else:
-            rects, scores, _ = _hog_detector().run(small, upsample, 0.0)
-            found = list(zip(rects, scores))
+        # dlib's detectors keep their image pyramid in the object: one call at a time (threads
+        # extracting a refresh's few photos share them; landmarks and the rest run in parallel).
+        with _DETECTOR_LOCK:
+            if self.settings.detector == "cnn":
+                found = [(d.rect, d.confidence) for d in _cnn_detector()(small, upsample)]
+            else:
+                rects, scores, _ = _hog_detector().run(small, upsample, 0.0)
+                found = list(zip(rects, scores))
         return [
             ((r.left() * sx, r.top() * sy, (r.right() + 1) * sx, (r.bottom() + 1) * sy), s)
             for r, s in found

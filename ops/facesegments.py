@@ -96,18 +96,26 @@ def previous_segments(table: Path | None) -> dict[str, Path]:
 
 def read_images(path: Path, rows: list[int]) -> list[bytes]:
     """The PNG crops of rows `rows` of one face-table file, reading only their row groups."""
+    return read_columns(path, rows, ["image"])["image"]
+
+
+def read_columns(path: Path, rows: list[int], columns: list[str]) -> dict[str, list]:
+    """`columns` of rows `rows` of one face-table file (column -> values in `rows` order),
+    reading only their row groups."""
     import pyarrow.parquet as pq
 
     file = pq.ParquetFile(path)
+    columns = [c for c in columns if c in file.schema_arrow.names]  # an older table lacks `embedding`
     starts, start = [], 0
     for group in range(file.metadata.num_row_groups):
         starts.append(start)
         start += file.metadata.row_group(group).num_rows
-    images: dict[int, bytes] = {}
+    values: dict[str, dict[int, Any]] = {c: {} for c in columns}
     for group in sorted({_group_of(starts, row) for row in rows}):
-        column = file.read_row_group(group, columns=["image"]).column("image").to_pylist()
-        images.update({starts[group] + i: png for i, png in enumerate(column)})
-    return [images[row] for row in rows]
+        table = file.read_row_group(group, columns=columns)
+        for column in columns:
+            values[column].update({starts[group] + i: v for i, v in enumerate(table.column(column).to_pylist())})
+    return {c: [values[c][row] for row in rows] for c in columns}
 
 
 def _group_of(starts: list[int], row: int) -> int:

@@ -11,13 +11,13 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from swapline.ops.facesegments import EMPTY, LAYOUT, read_images, segment_key, segment_paths
-from swapline.ops.facetable import COLUMNS, FORMAT_VERSION, read_faces, write_faces, write_table
+from swapline.ops.facesegments import EMPTY, LAYOUT, read_columns, segment_key, segment_paths
+from swapline.ops.facetable import COLUMNS, FORMAT_VERSION, copy_rows, read_faces, write_faces
 from swapline.ops.storage import hash_json, link_or_copy
 
 logger = logging.getLogger(__name__)
@@ -156,13 +156,20 @@ def read_metadata(files: list[FaceFile]) -> Any:
 
 
 def with_images(rows: Any, files: list[FaceFile]) -> Any:
-    """`rows` (of read_metadata) with their `image` column, read row group by row group."""
-    images = [b""] * len(rows)
+    """`rows` (of read_metadata or ops.candidates.read_candidates) with their `image` column."""
+    return with_columns(rows, files, ["image"])
+
+
+def with_columns(rows: Any, files: list[FaceFile], columns: list[str]) -> Any:
+    """`rows` with `columns` of their face table, read row group by row group (a column the
+    file lacks, `embedding` of an older table, comes back as None)."""
+    values: dict[str, list] = {c: [None] * len(rows) for c in columns}
     for index, group in rows.reset_index(drop=True).groupby("_file").indices.items():
-        pngs = read_images(files[index].path, rows["_row"].to_numpy()[group].tolist())
-        for position, png in zip(group, pngs):
-            images[position] = png
-    return rows.assign(image=images)
+        read = read_columns(files[index].path, rows["_row"].to_numpy()[group].tolist(), columns)
+        for column, column_values in read.items():
+            for position, value in zip(group, column_values):
+                values[column][position] = value
+    return rows.assign(**values)
 
 
 def sample_rows(table: Any, limit: int) -> Any:
@@ -170,6 +177,13 @@ def sample_rows(table: Any, limit: int) -> Any:
     their crops are read; it then picks the same rows again from these."""
     digests = [hashlib.sha1(face_id.encode()).digest() for face_id in table["face_id"]]
     return table.iloc[sorted(range(len(digests)), key=digests.__getitem__)[:limit]]
+
+
+def rows_content(rows: Any, source_keys: dict[str, str]) -> list[str]:
+    """Per row, a name for what the face derives from: its source table's cache key (the
+    settings; aligned_faces' manifest) and its face_id (its frame and place there), which stay
+    the same when its segment is rewritten around it."""
+    return [f"{source_keys[source]}:{face_id}" for source, face_id in zip(rows["source"], rows["face_id"])]
 
 
 def rows_key(rows: Any, files: list[FaceFile]) -> str:
@@ -190,34 +204,70 @@ def write_faceset(folder: Path, kept: Any, files: list[FaceFile], previous: dict
         counts["segments"] += 1
         if key in previous and link_or_copy(previous[key], folder / name):
             continue
-        write_table(folder / name, read_faces(files[index].path).iloc[chosen])
+        copy_rows(files[index].path, folder / name, chosen)
         counts["segments_written"] += 1
     if not counts["segments"]:
         write_faces(folder / EMPTY, [])
     return counts
 
 
+def render_sheet(crops: Callable[[list[str]], dict[str, np.ndarray]], ids: list[str],
+                 previous: tuple[bytes, list[str]] | None = None, columns: int = 8, cell: int = 96) -> bytes:
+    """contact_sheet of the faces `ids`; `crops(ids)` gives RGB crops by id. A face the
+    `previous` sheet (its PNG and ids) shows is cut from it instead (the same pixels: cells are
+    drawn alike), so only new faces are read and decoded."""
+    old = _cells(*previous, columns, cell) if previous else {}
+    new = crops([i for i in ids if i not in old])
+    return _sheet([old[i] if i in old else _cell(new[i], cell) for i in ids], columns, cell)
+
+
 def contact_sheet(images: list[np.ndarray], columns: int = 8, cell: int = 96) -> bytes:
     """PNG of the images in a grid of `cell`-px squares (aspect kept, dark padding)."""
+    return _sheet([_cell(image, cell) for image in images], columns, cell)
+
+
+def _cell(image: np.ndarray, cell: int) -> np.ndarray:
     import cv2
 
-    columns = max(1, min(columns, len(images)))
-    rows = max(1, -(-len(images) // columns))
+    out = np.full((cell, cell, 3), 32, dtype=np.uint8)
+    image = np.asarray(image, dtype=np.uint8)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    image = image[:, :, :3]
+    height, width = image.shape[:2]
+    scale = cell / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    top, left = (cell - size[1]) // 2, (cell - size[0]) // 2
+    out[top : top + size[1], left : left + size[0]] = cv2.resize(image, size, interpolation=interpolation)
+    return out
+
+
+def _sheet(cells: list[np.ndarray], columns: int, cell: int) -> bytes:
+    import cv2
+
+    columns = max(1, min(columns, len(cells)))
+    rows = max(1, -(-len(cells) // columns))
     sheet = np.full((rows * cell, columns * cell, 3), 32, dtype=np.uint8)
-    for index, image in enumerate(images):
-        image = np.asarray(image, dtype=np.uint8)
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        image = image[:, :, :3]
-        height, width = image.shape[:2]
-        scale = cell / max(height, width)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        thumb = cv2.resize(image, size, interpolation=interpolation)
-        top = (index // columns) * cell + (cell - size[1]) // 2
-        left = (index % columns) * cell + (cell - size[0]) // 2
-        sheet[top : top + size[1], left : left + size[0]] = thumb
+    for index, image in enumerate(cells):
+        top, left = (index // columns) * cell, (index % columns) * cell
+        sheet[top : top + cell, left : left + cell] = image
     ok, buffer = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError("PNG encoding failed")
     return buffer.tobytes()
+
+
+def _cells(png: bytes, ids: list[str], columns: int, cell: int) -> dict[str, np.ndarray]:
+    """id -> cell of a sheet `render_sheet` drew (empty when it cannot be read as one)."""
+    from swapline.ops.facetable import decode_image
+
+    try:
+        sheet = decode_image(png)
+    except ValueError:
+        return {}
+    columns = max(1, min(columns, len(ids)))
+    if sheet.shape[0] < -(-len(ids) // columns) * cell or sheet.shape[1] != columns * cell:
+        return {}
+    return {i: sheet[(n // columns) * cell:(n // columns + 1) * cell, (n % columns) * cell:(n % columns + 1) * cell]
+            for n, i in enumerate(ids)}

@@ -175,11 +175,27 @@ def write_table(path: Path, table: Any) -> int:
     return _write_columns(path, columns)
 
 
-def _write_columns(path: Path, columns: dict[str, list]) -> int:
-    import pyarrow as pa
+def copy_rows(source: Path, dest: Path, rows: list[int]) -> int:
+    """Rows `rows` of the face-table file `source` written as the file `dest` (a faceset's
+    segment), Arrow to Arrow: the bytes write_table gives for the same rows, without the
+    round trip through Python objects. A table of an older format is rewritten in this one."""
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pydict(columns, schema=_schema())
+    file = pq.ParquetFile(source)
+    if _version(source, file.schema_arrow) != FORMAT_VERSION or not file.schema_arrow.equals(_schema(), check_metadata=True):
+        return write_table(dest, read_faces(source).iloc[rows])
+    return _write_arrow(dest, file.read().take(rows))
+
+
+def _write_columns(path: Path, columns: dict[str, list]) -> int:
+    import pyarrow as pa
+
+    return _write_arrow(path, pa.Table.from_pydict(columns, schema=_schema()))
+
+
+def _write_arrow(path: Path, table: Any) -> int:
+    import pyarrow.parquet as pq
+
     with atomic_file(Path(path)) as tmp:
         # PNG data is already compressed (zstd over it only costs time); zstd shrinks the rest.
         compression = {name: "none" if name == "image" else "zstd" for name in COLUMNS}

@@ -14,7 +14,7 @@ import hashlib
 import io
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -38,38 +38,77 @@ def crop_embedding(analyzer, crop: np.ndarray, landmarks: np.ndarray, matrix: np
     return analyzer.embed(crop, DetectedFace(bbox=(int(x0), int(y0), int(x1), int(y1)), landmarks=points, score=1.0))
 
 
-def sample_embeddings(analyzer, table, limit: int = SAMPLE, cache_dir: Path | None = None) -> tuple[list[str], np.ndarray]:
+def sample_embeddings(analyzer, table, limit: int = SAMPLE, cache_dir: Path | None = None,
+                      load: Callable[[Any], Any] | None = None) -> tuple[list[str], np.ndarray]:
     """(face ids, embeddings (K, 128)) of up to `limit` faces.
 
     The sample is the faces with the smallest hash of their id: spread over all sources, and
     stable when faces are added (a new face joins only if its hash is small), so with the
     embedding cache a rebuild after adding photos computes few or no new embeddings.
+
+    `table` holds the faces' image, landmarks and matrix; or, with `load`, a `content` column
+    (what a face derives from, e.g. its face file's key and row) that keys the cache, and
+    `load(rows)` returns those rows with their image, landmarks, matrix and embedding columns:
+    called only for the faces the cache lacks, so a cached sample reads no image.
     """
     order = sorted(range(len(table)), key=lambda i: hashlib.sha1(table["face_id"].iloc[i].encode()).digest())
     rows = table.iloc[order[:limit]]
-    embeddings = [_cached_embedding(analyzer, row, cache_dir) for row in rows.itertuples()]
+    if load is None:
+        embeddings = [_cached_embedding(analyzer, row, cache_dir) for row in rows.itertuples()]
+    else:
+        embeddings = _by_content(analyzer, rows, cache_dir, load)
     return list(rows["face_id"]), np.stack(embeddings) if embeddings else np.zeros((0, 128), np.float32)
+
+
+def _by_content(analyzer, rows, cache_dir: Path | None, load: Callable[[Any], Any]) -> list[np.ndarray]:
+    paths = [_cache_path(cache_dir, hashlib.sha256(f"content:{c}".encode()).hexdigest()) for c in rows["content"]]
+    found: dict[int, np.ndarray] = {}
+    for index, path in enumerate(paths):
+        embedding = _load(path)
+        if embedding is not None:
+            found[index] = embedding
+    missing = [i for i in range(len(rows)) if i not in found]
+    if missing:
+        # A face whose file was rewritten (its segment gained faces) has a new content key but
+        # the same crop: the crop-keyed entry serves it, at the cost of reading that image.
+        for index, row in zip(missing, load(rows.iloc[missing]).itertuples()):
+            found[index] = _cached_embedding(analyzer, row, cache_dir)
+            _save(paths[index], found[index])
+    return [found[i] for i in range(len(rows))]
+
+
+def _cache_path(cache_dir: Path | None, digest: str) -> Path | None:
+    return None if cache_dir is None else cache_dir / digest[:2] / f"{digest}.npy"
+
+
+def _load(path: Path | None) -> np.ndarray | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        return np.load(path)
+    except (OSError, ValueError):
+        logger.warning("damaged embedding cache entry %s: recomputing", path)
+        return None
+
+
+def _save(path: Path | None, embedding: np.ndarray) -> None:
+    if path is not None:
+        buffer = io.BytesIO()
+        np.save(buffer, embedding)
+        atomic_write_bytes(path, buffer.getvalue())
 
 
 def _cached_embedding(analyzer, row, cache_dir: Path | None) -> np.ndarray:
     stored = getattr(row, "embedding", None)
     if stored is not None and len(stored) == 128:  # extraction's identity filter embedded it already
         return np.asarray(stored, np.float32)
-    if cache_dir is None:
-        return crop_embedding(analyzer, decode_image(row.image), row.landmarks, row.matrix)
     # Keyed by exactly what the embedding is computed from: the crop and its landmarks.
-    digest = hashlib.sha256(row.image + np.asarray(row.landmarks, np.float32).tobytes()
-                            + np.asarray(row.matrix, np.float64).tobytes()).hexdigest()
-    path = cache_dir / digest[:2] / f"{digest}.npy"
-    if path.is_file():
-        try:
-            return np.load(path)
-        except (OSError, ValueError):
-            logger.warning("damaged embedding cache entry %s: recomputing", path)
-    embedding = crop_embedding(analyzer, decode_image(row.image), row.landmarks, row.matrix)
-    buffer = io.BytesIO()
-    np.save(buffer, embedding)
-    atomic_write_bytes(path, buffer.getvalue())
+    path = None if cache_dir is None else _cache_path(cache_dir, hashlib.sha256(
+        row.image + np.asarray(row.landmarks, np.float32).tobytes() + np.asarray(row.matrix, np.float64).tobytes()).hexdigest())
+    embedding = _load(path)
+    if embedding is None:
+        embedding = crop_embedding(analyzer, decode_image(row.image), row.landmarks, row.matrix)
+        _save(path, embedding)
     return embedding
 
 

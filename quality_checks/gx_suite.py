@@ -12,27 +12,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
-
+from swapline.ops.candidates import landmarks_in_box
 from swapline.project import Checks
 
 logger = logging.getLogger(__name__)
 
 CHECK_NAME = "per_face_expectations"
 EXAMPLES = 5  # face ids shown per failing expectation
-BOX_GROWTH = 0.25  # landmarks may stick out of the detector box a little (chin, brows)
-
-
-def landmarks_in_box(landmarks: Any, bbox: Any) -> np.ndarray:
-    """Per face, the share of its 68 landmarks inside its detector box grown by BOX_GROWTH."""
-    out = []
-    for points, box in zip(landmarks, bbox):
-        xy = np.asarray(points, dtype=float).reshape(-1, 2)
-        x0, y0, x1, y1 = (float(v) for v in box)
-        gx, gy = (x1 - x0) * BOX_GROWTH, (y1 - y0) * BOX_GROWTH
-        inside = (xy[:, 0] >= x0 - gx) & (xy[:, 0] <= x1 + gx) & (xy[:, 1] >= y0 - gy) & (xy[:, 1] <= y1 + gy)
-        out.append(float(inside.mean()) if len(xy) else 0.0)
-    return np.asarray(out)
 
 
 def constraints(checks: Checks) -> dict[str, dict[str, float]]:
@@ -65,7 +51,9 @@ def validate_faces(table: Any, checks: Checks) -> dict[str, Any]:
     frame = pd.DataFrame({
         "face_id": table["face_id"].astype(str).to_numpy(),
         **{c: table[c].astype(float).to_numpy() for c in ("sharpness", "face_size", "brightness", "yaw")},
-        "landmarks_in_box": landmarks_in_box(table["landmarks"], table["bbox"]),
+        # Precomputed in a faceset's candidates (ops.candidates); from the landmarks otherwise.
+        "landmarks_in_box": (table["landmarks_in_box"].astype(float).to_numpy() if "landmarks_in_box" in table
+                             else landmarks_in_box(table["landmarks"], table["bbox"])),
     })
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}  # keep run logs free of tqdm bars

@@ -114,6 +114,19 @@ def test_worker_pool_gives_the_serial_records(frames, analyzer, tmp_path, monkey
     assert stats["cache_hits"] == 6
 
 
+def test_threads_give_the_serial_records(frames, analyzer, tmp_path):
+    """Fewer frames than a process pool pays for: dlib analyses them in threads, with the same result."""
+    if extract.resolve_workers(2) < 2:
+        pytest.skip("one core: nothing to run in parallel")
+    serial, _ = run(frames, analyzer, workers=1)
+    for attempt in range(3):  # a race (dlib's detector is not reentrant) shows as different boxes
+        threaded, stats = run(frames, analyzer, workers=2, cache=facecache.FaceCache(tmp_path / str(attempt), analyzer, None, 0.6))
+        assert stats["workers"] == 2 and stats["detections_run"] == 6 < extract.POOL_MIN_FRAMES
+        assert rows(threaded) == rows(serial) and [r.face_id for r in threaded] == [r.face_id for r in serial]
+    # The identity filter embeds with dlib's network, which keeps state per call: one by one.
+    assert not extract.settings_for_threads(analyzer, np.zeros((1, 128), np.float32))
+
+
 def test_photo_cache_decodes_only_new_photos(tmp_path, monkeypatch):
     media = fetch()
     folder = tmp_path / "photos"

@@ -135,3 +135,34 @@ def test_faceset_rewrites_only_segments_whose_kept_faces_changed(frames, small_s
     shared = set(os.listdir(tmp_path / "fs-old")) & set(os.listdir(tmp_path / "fs-new"))
     assert shared and all(np.array_equal(*(facetable.read_faces(tmp_path / d / name)["face_id"] for d in ("fs-old", "fs-new")))
                           for name in shared)
+
+
+def test_candidates_read_only_the_files_the_previous_build_did_not_list(frames, small_segments, tmp_path):
+    from swapline.ops.candidates import file_candidates, landmarks_in_box, read_candidates, write_candidates
+    from swapline.ops.faceset import FaceFile
+
+    _, entries = frames
+    build(tmp_path / "old", frames, entries[:12], tmp_path / "cache")
+    build(tmp_path / "new", frames, entries, tmp_path / "cache")
+    old, new = face_files(tmp_path / "old", "v1"), face_files(tmp_path / "new", "v2")
+    write_candidates(tmp_path / "old.parquet", read_candidates(old, None), old)
+
+    # A file the previous candidates list is never opened: its key vouches for its rows.
+    known = {f.key for f in old}
+    moved = [FaceFile(tmp_path / "gone" / f.path.name, f.key) if f.key in known else f for f in new]
+    assert any(f.key in known for f in new) and any(f.key not in known for f in new)
+    grown = read_candidates(moved, tmp_path / "old.parquet")
+    fresh = read_candidates(new, None)
+    assert grown.equals(fresh)
+    metadata = read_metadata(new)  # what the faceset read before: the same faces, files and rows
+    assert list(grown["face_id"]) == list(metadata["face_id"]) and list(grown["_row"]) == list(metadata["_row"])
+    assert np.allclose(grown["landmarks_in_box"], landmarks_in_box(metadata["landmarks"], metadata["bbox"]))
+    assert 0.5 < grown["landmarks_in_box"].min() and grown["landmarks_in_box"].max() <= 1.0
+
+    # Same faces, same bytes, whatever order they were read in.
+    write_candidates(tmp_path / "a.parquet", fresh, new)
+    write_candidates(tmp_path / "b.parquet", fresh.iloc[::-1], new)
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+    assert len(file_candidates(new[0].path, new[0].key)) == len(read_metadata(new[:1])) > 0
+    kept, stats = build_faceset([grown], FacesetSettings(min_sharpness=0.0))
+    assert stats["raw"] == len(grown) and set(kept["face_id"]) <= set(grown["face_id"])

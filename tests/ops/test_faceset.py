@@ -20,6 +20,7 @@ from swapline.ops.faceset import (
     dedup_keep,
     hamming,
     phash_ints,
+    render_sheet,
 )
 from tests.conftest import video_frames
 
@@ -158,3 +159,18 @@ def test_contact_sheet(real):
     assert np.abs(sheet[:64, 64:].astype(int) - thumb).mean() < 1
     assert (sheet[64:, 64:] == 32).all()  # the empty cell
     assert facetable.decode_image(contact_sheet([], cell=32)).shape == (32, 32, 3)
+
+
+def test_a_sheet_reuses_the_cells_of_the_previous_one(real):
+    crops = {name: real[name].image for name in ("w0", "m0", "w12")}
+    asked: list[list[str]] = []
+
+    def load(ids):
+        asked.append(ids)
+        return {i: crops[i] for i in ids}
+
+    first = render_sheet(load, ["w0", "m0"], cell=64)
+    grown = render_sheet(load, ["w12", "w0", "m0"], previous=(first, ["w0", "m0"]), cell=64)
+    assert asked == [["w0", "m0"], ["w12"]]  # only the new face is decoded
+    assert grown == contact_sheet([crops["w12"], crops["w0"], crops["m0"]], cell=64)  # the bytes of a fresh sheet
+    assert render_sheet(load, ["m0"], previous=(b"not a png", ["m0"]), cell=64) == contact_sheet([crops["m0"]], cell=64)

@@ -103,3 +103,23 @@ def test_faceset_embeddings_are_stored_once_and_read_back(tmp_path, analyzer, cl
     assert np.array_equal(gate, stored)  # conversion's identity gate uses the same sample
     facetable.write_faces(tmp_path / "empty" / "faceset.parquet", [])
     assert faceset_references(NoEmbedding(), tmp_path / "empty") is None
+
+
+def test_a_content_keyed_sample_reads_images_only_for_faces_not_cached(tmp_path, analyzer, clips):
+    woman, _ = clips
+    facetable.write_faces(tmp_path / "t.parquet", records(analyzer, woman, "anna", "a"))
+    full = facetable.read_faces(tmp_path / "t.parquet")
+    light = full.drop(columns=["image", "landmarks", "matrix", "embedding"]).assign(content=[f"k:{i}" for i in range(len(full))])
+    loaded: list[int] = []
+
+    def load(rows):
+        loaded.extend(rows.index)
+        return rows.assign(**{c: full.loc[rows.index, c].tolist() for c in ("image", "landmarks", "matrix", "embedding")})
+
+    ids, first = sample_embeddings(analyzer, light, limit=3, cache_dir=tmp_path / "cache", load=load)
+    assert sorted(loaded) == sorted(full.index[full["face_id"].isin(ids)])
+    direct_ids, direct = sample_embeddings(analyzer, full, limit=3)
+    assert direct_ids == ids and np.allclose(direct, first)  # the same embeddings as from the crops
+    loaded.clear()
+    again_ids, again = sample_embeddings(NoEmbedding(), light, limit=3, cache_dir=tmp_path / "cache", load=load)
+    assert again_ids == ids and np.array_equal(again, first) and loaded == []  # cached: no image read
