@@ -1,6 +1,7 @@
 """curate: one faceset per identity, the union of its sources' faces, deduplicated and filtered."""
 
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -23,6 +24,7 @@ from swapline.ops.identity import SAMPLE, purity, sample_embeddings, write_embed
 from swapline.ops.storage import Published, write_manifest
 from swapline.project import Project
 from swapline.quality_checks.faceset_checks import evaluate_faceset, faceset_check_specs
+from swapline.quality_checks.gx_suite import validate_faces
 from swapline.resources.analyzer import FaceAnalyzerResource
 from swapline.resources.storage import StorageResource, artifact_input, artifact_metadata, recorded
 
@@ -69,6 +71,11 @@ def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         # Only the faces of files the previous version did not list are read (ops/candidates.py).
         candidates = read_candidates(files, current.path / CANDIDATES if current else None)
         kept, stats = build_faceset([candidates], settings)
+        # The per-face GX suite is Python-bound while the rest is mostly reading, writing and
+        # hashing (which release the GIL): run beside it on the second core.
+        checks_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faceset-gx")
+        per_face = checks_pool.submit(validate_faces, kept, project.checks) if len(kept) else None
+        checks_pool.shutdown(wait=False)
         # A face's name by content: its source's extraction settings and its face_id.
         source_keys = {source: faces[source].manifest().get("cache_key", faces[source].version) for source in present}
         sample = sample_rows(kept, SAMPLE)
@@ -105,7 +112,8 @@ def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         return dg.MaterializeResult(
             metadata=metadata,
             data_version=dg.DataVersion(published.version),
-            check_results=evaluate_faceset(key, kept.drop(columns=["_file", "_row"]), stats, len(present), mix, project.checks),
+            check_results=evaluate_faceset(key, kept.drop(columns=["_file", "_row"]), stats, len(present), mix, project.checks,
+                                           per_face.result() if per_face else None),
         )
 
     return faceset

@@ -120,10 +120,10 @@ def one_person(key: dg.AssetKey, purity: dict) -> dg.AssetCheckResult:
                     "outlier_face_ids": dg.MetadataValue.json(purity["outliers"])})
 
 
-def per_face(key: dg.AssetKey, table: Any, c: Checks) -> dg.AssetCheckResult:
+def per_face(key: dg.AssetKey, table: Any, c: Checks, outcome: dict | None = None) -> dg.AssetCheckResult:
     if len(table) == 0:
         return _result(key, gx_suite.CHECK_NAME, False, {"faces": 0, "note": "no faces to check"})
-    outcome = gx_suite.validate_faces(table, c)
+    outcome = outcome or gx_suite.validate_faces(table, c)
     metadata: dict[str, Any] = {"faces": outcome["faces"], "mostly": c.mostly,
                                 "thresholds": dg.MetadataValue.json(gx_suite.constraints(c))}
     for column, r in outcome["per_column"].items():
@@ -134,12 +134,13 @@ def per_face(key: dg.AssetKey, table: Any, c: Checks) -> dg.AssetCheckResult:
 
 
 def evaluate_faceset(key: dg.AssetKey, table: Any, stats: dict, sources: int, purity: dict,
-                     checks: Checks) -> list[dg.AssetCheckResult]:
+                     checks: Checks, per_face_outcome: dict | None = None) -> list[dg.AssetCheckResult]:
     """Every spec of `faceset_check_specs`, evaluated on the kept faces (`table`) and the
-    build's counts (`stats` from ops.faceset.build_faceset)."""
+    build's counts (`stats` from ops.faceset.build_faceset). `per_face_outcome`: the GX suite's
+    result on `table` (gx_suite.validate_faces), when the caller ran it already."""
     return [enough_faces(key, stats["kept"], sources, checks), pose_coverage(key, table, checks),
             *share_checks(key, stats, checks), source_diversity(key, table, checks), one_person(key, purity),
-            per_face(key, table, checks)]
+            per_face(key, table, checks, per_face_outcome)]
 
 
 def failed_blocking_checks(instance: dg.DagsterInstance, identity: str) -> list[str]:

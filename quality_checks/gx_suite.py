@@ -59,15 +59,25 @@ def validate_faces(table: Any, checks: Checks) -> dict[str, Any]:
     context.variables.progress_bars = {"globally": False}  # keep run logs free of tqdm bars
     batch = (context.data_sources.add_pandas("faces").add_dataframe_asset("face_table")
              .add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": frame}))
-    result = batch.validate(build_suite(checks), result_format={
-        "result_format": "COMPLETE", "unexpected_index_column_names": ["face_id"]})
+    # BASIC: GX counts and judges; COMPLETE also lists every failing row's index (2.5x slower
+    # on 600 faces), of which only EXAMPLES ids are shown: those are picked here.
+    result = batch.validate(build_suite(checks), result_format={"result_format": "BASIC"})
     per_column = {}
     for item in result.results:
         column, details = item.expectation_config.kwargs["column"], item.result
+        failing = int(details.get("unexpected_count") or 0)
         per_column[column] = {
             "passed": bool(item.success),
             "failing_share": round(float(details.get("unexpected_percent") or 0.0) / 100, 4),
-            "failing": int(details.get("unexpected_count") or 0),
-            "examples": [row["face_id"] for row in (details.get("unexpected_index_list") or [])[:EXAMPLES]],
+            "failing": failing,
+            "examples": _examples(frame, column, constraints(checks)[column]) if failing else [],
         }
     return {"success": bool(result.success), "faces": len(frame), "per_column": per_column}
+
+
+def _examples(frame: Any, column: str, bounds: dict[str, float]) -> list[str]:
+    """The first EXAMPLES face ids outside `bounds` (inclusive, as the expectation; NaN is
+    missing, not failing)."""
+    values = frame[column]
+    outside = (values < bounds.get("min_value", -float("inf"))) | (values > bounds.get("max_value", float("inf")))
+    return frame.loc[outside, "face_id"].head(EXAMPLES).tolist()
