@@ -2,6 +2,7 @@
 
 
 import inspect
+import os
 import warnings
 from pathlib import Path
 
@@ -183,5 +184,19 @@ def _result(manifest: dict, path: Path, gone: list[str] | None = None) -> dg.Mat
                         gone=dg.MetadataValue.json(gone or []), listed=dg.MetadataValue.md(entries_table(manifest["entries"], status=True)))
     if "video" in manifest:
         metadata.update({f"video_{k}": v for k, v in manifest["video"].items() if v is not None})
+    if kind == "photos":  # files of the folder that are not photos are left out: say which
+        ignored = _not_photos(Path(manifest["path"]), {f["path"] for f in files})
+        metadata.update(ignored_files=len(ignored), ignored_names=dg.MetadataValue.json(ignored[:20]))
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(ops.content_version(manifest)))
+
+
+def _not_photos(folder: Path, listed: set[str]) -> list[str]:
+    """Files of a photo folder (hidden ones aside, as ops.collect.list_photos) it did not list:
+    not images by their suffix. Names relative to the folder, sorted."""
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [os.path.relpath(os.path.join(root, n), folder) for n in names
+                  if not n.startswith(".") and os.path.join(root, n) not in listed]
+    return sorted(found)
 

@@ -65,6 +65,7 @@ def converted_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
         from swapline.ops.inference import load_for_inference
         from swapline.ops.seal import seal
         from swapline.ops.target import TABLE, planned_faces, read_table
+        from swapline.ops.video_out import bit_depths
         from swapline.ops.watermark import ALGORITHM, Watermarker, payload_for
 
         store = storage.store()
@@ -90,6 +91,7 @@ def converted_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
             output = tmp / f"{name}.mp4"
             stats.update(convert_video(video, output, converter, tags=tags, progress=eta.tick,
                                        mark=Watermarker(payload, device=str(device)).embed_frame))
+            stats.update(bit_depths(video, output))  # a 10-bit source comes out 8-bit (ops/video_out.py): say so
             preview = stats.pop("preview")
             if preview:
                 (tmp / "preview.jpg").write_bytes(preview_strip(preview))
@@ -120,6 +122,9 @@ def converted_video_asset(project: Project, name: str) -> dg.AssetsDefinition:
         if stats["swapped"] == 0:
             context.log.warning(f"{name}: no face of {shown} found in any frame: the output is the source unchanged "
                                 "(re-encoded, labelled synthetic)")
+        if stats["bit_depth_out"] < stats["bit_depth_in"]:
+            context.log.warning(f"{name}: the {stats['bit_depth_in']}-bit source ({stats['pix_fmt_in']}) was written as "
+                                f"{stats['bit_depth_out']}-bit ({stats['pix_fmt_out']})")
         context.log.info(f"{name}: {stats['swapped']}/{stats['frames']} frames swapped at {stats['fps']} fps "
                          f"(stages {stats['stage_seconds']}) -> {output}")
         return dg.MaterializeResult(
@@ -156,6 +161,7 @@ def _metadata(stats: dict, output: Path, folder: Path, target_manifest: dict) ->
     metadata = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     metadata.update({
         "audio": stats["audio"], "stage_seconds": dg.MetadataValue.json(stats["stage_seconds"]),
+        "pix_fmt_in": stats["pix_fmt_in"], "pix_fmt_out": stats["pix_fmt_out"],
         "realtime_factor": round(duration / stats["seconds"], 3) if stats["seconds"] else 0.0,
         "duration_s": duration, "size_mb": round(output.stat().st_size / 1e6, 2), **artifact_metadata(folder),
         "video": dg.MetadataValue.path(str(output)),

@@ -23,7 +23,7 @@ from swapline.ops.facetable import decode_image
 from swapline.ops.identity import SAMPLE, purity, sample_embeddings, write_embeddings
 from swapline.ops.storage import Published, write_manifest
 from swapline.project import Project
-from swapline.quality_checks.faceset_checks import evaluate_faceset, faceset_check_specs
+from swapline.quality_checks.faceset_checks import evaluate_faceset, faceset_check_specs, one_person_advice
 from swapline.quality_checks.gx_suite import validate_faces
 from swapline.resources.analyzer import FaceAnalyzerResource
 from swapline.resources.storage import StorageResource, artifact_input, artifact_metadata, recorded
@@ -86,7 +86,7 @@ def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         mix = purity(ids, embeddings, project.extraction.identity_distance)
         if mix["several_people"]:
             context.log.warning(f"{identity}: {mix['outlier_share']:.0%} of sampled faces look like someone else "
-                                f"(e.g. {mix['outliers'][:3]}); add reference_photos to keep only this person")
+                                f"(e.g. {mix['outliers'][:3]}); {one_person_advice(mix['outliers'], bool(project.identities[identity].reference_photos))}")
         location = own_location(store, context)
         previous = previous_segments(current.path / FACESET if current else None)
         best = kept.sort_values("sharpness", ascending=False).head(SHEET_FACES)
@@ -113,7 +113,7 @@ def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
             metadata=metadata,
             data_version=dg.DataVersion(published.version),
             check_results=evaluate_faceset(key, kept.drop(columns=["_file", "_row"]), stats, len(present), mix, project.checks,
-                                           per_face.result() if per_face else None),
+                                           per_face.result() if per_face else None, bool(project.identities[identity].reference_photos)),
         )
 
     return faceset

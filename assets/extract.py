@@ -146,12 +146,32 @@ def aligned_faces_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         context.log.info(f"{stats['faces']} faces from {stats['frames']} frames; {run['detections_run']} analysed "
                          f"in {run['workers']} process(es), {run['cache_hits']} from the cache; "
                          f"{written} of {len(segments)} segments written")
+        context.log.info(f"not used: {stats['no_face']} frames or photos without a face, {stats['too_small']} faces too small, "
+                         f"{stats['rejected_identity']} rejected as someone else, {len(frames_manifest['skipped'])} files skipped")
         return dg.MaterializeResult(
-            metadata={**stats, **run, "backend": analyzer.resolved_backend, **artifact_metadata(published.path)},
+            metadata={**not_used_metadata(stats, frames_manifest, ext.identity_distance, bool(references)), **run,
+                      "backend": analyzer.resolved_backend, **artifact_metadata(published.path)},
             data_version=dg.DataVersion(published.version),
         )
 
     return aligned_faces
+
+
+def not_used_metadata(stats: dict, frames_manifest: dict, threshold: float, references: bool) -> dict:
+    """The counts, and what was not used by name (the first ops.unused.LIMIT of each): frames or
+    photos without a face, those with faces below min_face, faces rejected as someone else with
+    their distances, files skipped with the reason; with reference photos, the filter's margin."""
+    from swapline.ops.unused import LIMIT, margin
+
+    skipped = frames_manifest.get("skipped", [])
+    metadata = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
+    metadata.update(source_kind=frames_manifest.get("kind", ""), decoded=frames_manifest.get("decoded", 0), skipped_files=len(skipped))
+    for name in ("no_face_files", "too_small_files", "rejected_faces"):
+        metadata[name] = dg.MetadataValue.json(stats.get(name, []))
+    metadata["skipped_reasons"] = dg.MetadataValue.json(skipped[:LIMIT])
+    if references:
+        metadata["identity_margin"] = dg.MetadataValue.json(margin(stats.get("identity_distances", {}), threshold))
+    return metadata
 
 
 def _reference_hashes(photos) -> list[str]:

@@ -21,8 +21,12 @@ logger = logging.getLogger(__name__)
 
 INPUT_SIZE = 192
 STRIDE = 4
-MIN_SCORE = 0.5  # MediaPipe's min_score_thresh for this graph
+# MediaPipe uses 0.5. 0.6 drops a cartoon "face" in no_face.mp4 (0.52; FaceMesh said 0.93
+# present), while real demo faces score >= 0.55 (one entering the frame), turned ones ~0.68.
+MIN_SCORE = 0.6
 NMS_IOU = 0.3  # its min_suppression_threshold (intersection over union)
+# Measured on the demo clips' faces shrunk step by step: found from ~12 input px, always from 20.
+MIN_INPUT_FACE = 20
 RAW_SCORE_CLIP = 80.0  # MediaPipe clips at 100; 80 keeps float32 exp() finite
 NUM_KEYPOINTS = 6
 # Keypoint order: the eye on the image's left, the other eye, nose tip, mouth centre, then the
@@ -118,14 +122,59 @@ class BlazeFace:
             raise ValueError(f"{tflite.DETECTOR_FILE}: outputs {self.model.output_shapes} do not match "
                              f"{len(self.anchor_xy)} anchors (stride {STRIDE} on {self.size} px)")
 
-    def __call__(self, image: np.ndarray) -> list[Detection]:
+    def __call__(self, image: np.ndarray, min_face: float | None = None) -> list[Detection]:
+        """Faces of `image`; with `min_face` (source px), down to that size: the image is also
+        searched in overlapping tiles small enough that such a face fills MIN_INPUT_FACE px of
+        the model's input (`windows`), and the tiles' detections are merged."""
+        height, width = image.shape[:2]
+        found: list[tuple[np.ndarray, np.ndarray, float]] = []
+        for x0, y0, x1, y1 in windows(height, width, min_face, self.size):
+            whole = (x0, y0, x1, y1) == (0, 0, width, height)
+            for box, points, score in self._window(image[y0:y1, x0:x1]):
+                box, points = box + [x0, y0, x0, y0], points + [x0, y0]
+                # A face cut by a tile's inner edge is whole in the overlapping tile.
+                if whole or not _touches_inner_edge(box, (x0, y0, x1, y1), width, height):
+                    found.append((box, points, score))
+        if len(found) > 1:
+            found = weighted_nms(np.stack([f[0] for f in found]), np.stack([f[1] for f in found]),
+                                 np.array([f[2] for f in found], np.float32))
+        return [Detection(box=box, keypoints=points, score=score) for box, points, score in found]
+
+    def _window(self, image: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        """(box (4,), keypoints (6, 2), score) in the window's px, merged within it."""
         tensor, scale, pad = letterbox(image, self.size)
         outputs = self.model(tensor[None])
         raw_boxes = next(o for o in outputs if o.shape[-1] == 4 + 2 * NUM_KEYPOINTS)
         raw_scores = next(o for o in outputs if o.shape[-1] == 1)
         boxes, keypoints, scores = decode(raw_boxes, raw_scores, self.anchor_xy, self.size)
         keep = (scores >= self.min_score) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        found = weighted_nms(boxes[keep], keypoints[keep], scores[keep])
-        return [Detection(box=((box.reshape(2, 2) * self.size - pad) / scale).ravel(),
-                          keypoints=(points * self.size - pad) / scale, score=score)
-                for box, points, score in found]
+        return [(((box.reshape(2, 2) * self.size - pad) / scale).ravel(), (points * self.size - pad) / scale, score)
+                for box, points, score in weighted_nms(boxes[keep], keypoints[keep], scores[keep])]
+
+
+def windows(height: int, width: int, min_face: float | None, size: int = INPUT_SIZE) -> list[tuple[int, int, int, int]]:
+    """Square search windows (x0, y0, x1, y1) covering the image: the whole image, and, for
+    faces down to `min_face` px, levels of tiles of side T = min_face * size / MIN_INPUT_FACE,
+    2T, 4T ... until a tile would hold the whole image. Level T sees faces from T * MIN_INPUT_FACE
+    / size (~T/10) px; its tiles overlap by a quarter, so any face up to T/4 lies whole in one of
+    them, and bigger ones are whole in the next level's (which sees them from ~T/5)."""
+    out = [(0, 0, width, height)]
+    tile = int(round(min_face * size / MIN_INPUT_FACE)) if min_face else max(height, width)
+    while tile < max(height, width):
+        xs, ys = _starts(width, tile), _starts(height, tile)
+        out += [(x, y, min(x + tile, width), min(y + tile, height)) for y in ys for x in xs]
+        tile *= 2
+    return out
+
+
+def _starts(length: int, tile: int) -> list[int]:
+    if tile >= length:
+        return [0]
+    return sorted({*range(0, length - tile, tile * 3 // 4), length - tile})
+
+
+def _touches_inner_edge(box: np.ndarray, window: tuple[int, int, int, int], width: int, height: int) -> bool:
+    x0, y0, x1, y1 = window
+    margin = 2.0
+    return bool((x0 > 0 and box[0] <= x0 + margin) or (y0 > 0 and box[1] <= y0 + margin)
+                or (x1 < width and box[2] >= x1 - margin) or (y1 < height and box[3] >= y1 - margin))

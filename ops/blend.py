@@ -16,7 +16,8 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-MASKS = ("hull", "learned", "intersection")
+MASKS = ("hull", "learned", "intersection", "occlusion")  # occlusion: the hull minus what covers it (ops.occlusion)
+_LEARNED = ("learned", "intersection")
 COLOR_MATCHES = ("none", "mean_std", "histogram", "seamless")
 
 _MIN_PIXELS = 16  # fewer mask pixels than this give no meaningful colour statistics
@@ -27,7 +28,7 @@ _SHRINK_ABOVE = 1.5  # crop px per frame px above which the crop is area-shrunk 
 
 @dataclass(frozen=True)
 class BlendOptions:
-    mask: str = "hull"  # landmark hull / the model's learned mask / both intersected
+    mask: str = "hull"  # landmark hull / the model's learned mask / both intersected / hull minus occluders
     erosion: int = 0  # crop px to erode (+) or dilate (-) the mask before feathering
     feather: int = 9  # Gaussian falloff width in crop px at the mask edge
     color_match: str = "mean_std"
@@ -45,27 +46,32 @@ class BlendOptions:
             raise ValueError(f"feather must be >= 0 px, got {self.feather}")
 
 
-def face_mask(hull: np.ndarray, learned: np.ndarray | None, options: BlendOptions) -> np.ndarray:
+def face_mask(hull: np.ndarray, learned: np.ndarray | None, options: BlendOptions,
+              occluder: np.ndarray | None = None) -> np.ndarray:
     """(S,S) float32 in [0,1] in crop space from the HARD hull mask (S,S) and the model's
     `learned` mask (S,S) in [0,1] or None (a model without a mask head: 'learned' and
-    'intersection' then use the hull). Erosion (+) / dilation (-), then Gaussian feather
-    centred on the edge (which stays at ~0.5, as in `alignment.hull_mask`)."""
+    'intersection' then use the hull; 'occlusion' uses the hull). Erosion (+) / dilation (-),
+    minus `occluder` (S,S) in [0,1] when given (what covers the face, `occlusion.cut_occluder`),
+    then Gaussian feather centred on the edge (which stays at ~0.5, as in `alignment.hull_mask`)."""
     import cv2
 
     hull = np.clip(np.asarray(hull, dtype=np.float32), 0.0, 1.0)
     if hull.ndim != 2 or hull.shape[0] != hull.shape[1]:
         raise ValueError(f"hull mask must be (S, S), got {hull.shape}")
     mask = hull
-    if options.mask != "hull" and learned is not None:
+    if options.mask in _LEARNED and learned is not None:
         learned = np.clip(np.asarray(learned, dtype=np.float32).reshape(hull.shape), 0.0, 1.0)
         mask = learned if options.mask == "learned" else np.minimum(hull, learned)
-    elif options.mask != "hull":
+    elif options.mask in _LEARNED:
         logger.debug("mask %r asked for but the model gave no learned mask: using the hull", options.mask)
     if options.erosion:
         k = 2 * abs(options.erosion) + 1
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
         morph = cv2.erode if options.erosion > 0 else cv2.dilate
-        mask = morph(mask, kernel)
+        mask = morph(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    if occluder is not None:  # after erosion, so erosion moves the face's edge, not the cut's
+        from swapline.ops.occlusion import cut_occluder
+
+        mask = cut_occluder(mask, occluder, options.feather)
     if (f := options.feather) > 0:
         # The kernel spans +-3 sigma so `feather` is the width of the visible falloff.
         mask = _fade_crop_edge(cv2.GaussianBlur(mask, (2 * f + 1, 2 * f + 1), f / 3.0), f)

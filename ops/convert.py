@@ -2,8 +2,9 @@
 
     decode (thread) -> detect (thread pool, cached per video) -> keep the replaced person
     (IdentityGate) -> track + smooth landmarks, bridge missed detections (temporal.py)
-    -> batched encoder/decoder on the TorchDevice -> mask, colour match with smoothed
-    statistics, paste back inside the face's box (blend.py) -> 'synthetic' mark -> encode (thread)
+    -> batched encoder/decoder on the TorchDevice -> mask (minus hands, held per track, with
+    mask 'occlusion': occlusion.py), colour match with smoothed statistics, paste back inside
+    the face's box (blend.py) -> 'synthetic' mark -> encode (thread)
 
 Stages hand frames over through bounded queues, so memory stays bounded for any length and
 decode, detection, inference and encode overlap. Each frame keeps its source timestamp.
@@ -29,6 +30,7 @@ from swapline.ops.convert_options import ConvertOptions
 from swapline.ops.detections import DetectionCache, IdentityGate
 from swapline.ops.faces import align_face, alignment_matrix, hull_mask, transform_points
 from swapline.ops.media import iter_timed, probe, stream_format, write_video
+from swapline.ops.occlusion import Occlusion, default_names, overlay, to_frame
 from swapline.ops.provenance import draw_mark
 from swapline.ops.temporal import ColorStatsSmoother, FaceTracker, landmark_jitter
 
@@ -42,6 +44,7 @@ class _Frame:
     time: Any  # Fraction seconds
     rgb: np.ndarray
     in_range: bool
+    shown: np.ndarray | None = None  # (H, W, 2) blend mask used and occluder cut, for a side_by_side preview
 
 
 @dataclass
@@ -80,10 +83,11 @@ class Converter:
 
     def __init__(self, analyzer, model, to_side: str, device: str, options: ConvertOptions, *,
                  reference: np.ndarray | None = None, cache: DetectionCache | None = None,
-                 planned: dict[int, list] | None = None):
+                 planned: dict[int, list] | None = None, models_dir: str = ""):
         """`planned`: frame index -> the faces to replace, decided beforehand (ops.target's table
         of the target): then nothing is detected or embedded here. Without it each frame is
-        detected (through `cache`) and gated by `reference` as it streams by."""
+        detected (through `cache`) and gated by `reference` as it streams by. `models_dir`: the
+        MediaPipe models folder (default: tflite.models_dir()), read for mask 'occlusion'."""
         self.analyzer, self.model, self.to_side, self.device, self.options = analyzer, model, to_side, device, options
         self.size, self.padding = analyzer.settings.face_size, analyzer.settings.padding
         self.blend_options = options.blend()
@@ -91,6 +95,8 @@ class Converter:
         self.cache = cache or DetectionCache(None, analyzer, None)
         self.colors = (ColorStatsSmoother(), ColorStatsSmoother())  # swapped face, original face
         self.planned, self.detections_run = planned, 0
+        # Loads the hand models now: a missing file fails before any frame is converted.
+        self.occlusion = Occlusion(default_names(models_dir), models_dir) if options.mask == "occlusion" else None
 
     def detect(self, frame: _Frame) -> list:
         if not frame.in_range:
@@ -125,15 +131,25 @@ class Converter:
         rgb, learned = swap_batch(self.model, np.stack([j[3] for j in jobs]), self.to_side, self.device)  # (N,S,S,3), (N,S,S)
         stats.seconds["infer"] += time.perf_counter() - started
         started = time.perf_counter()
+        occluders = {}  # frame position -> (H, W) occluder; once per frame, in order (hand tracking keeps state)
         for (k, face, matrix, crop, hull), swapped, learned_mask in zip(jobs, rgb, learned):
-            outputs[k] = self._blend(batch[k][0], outputs[k], face, matrix, crop, hull, swapped, learned_mask)
+            if self.occlusion is not None and k not in occluders:
+                occluders[k] = self.occlusion.frame_mask(batch[k][0].rgb, [f.bbox for f in batch[k][1]])
+            outputs[k] = self._blend(batch[k][0], outputs[k], face, matrix, crop, hull, swapped, learned_mask,
+                                     occluders.get(k))
             stats.faces += 1
         stats.swapped += len({j[0] for j in jobs})
         stats.seconds["blend"] += time.perf_counter() - started
         return outputs
 
-    def _blend(self, frame: _Frame, canvas, face, matrix, crop, hull, swapped, learned_mask) -> np.ndarray:
-        mask = face_mask(hull, learned_mask, self.blend_options)  # (S,S)
+    def _blend(self, frame: _Frame, canvas, face, matrix, crop, hull, swapped, learned_mask, occluder=None) -> np.ndarray:
+        cut = None
+        if self.occlusion is not None:  # the frame's occluder in this face's crop, held for its track
+            cut = self.occlusion.crop_mask(occluder, matrix, self.size, face.track_id, float(frame.time), crop)  # (S,S)
+        mask = face_mask(hull, learned_mask, self.blend_options, cut)  # (S,S)
+        if cut is not None and self.options.side_by_side:
+            shown = np.stack([to_frame(mask, matrix, frame.rgb.shape), to_frame(cut, matrix, frame.rgb.shape)], axis=-1)
+            frame.shown = shown if frame.shown is None else np.maximum(frame.shown, shown)  # (H, W, 2)
         mode, smoothed = self.options.color_match, None
         if mode == "mean_std" and self.options.smooth:
             t = float(frame.time)
@@ -220,7 +236,8 @@ def _finish(converter, batch, stats: Stats, picks: set, progress) -> Iterator[tu
         if frame.index in picks and len(stats.preview) < 4:
             stats.preview.append((frame.rgb, out))
         if converter.options.side_by_side:
-            out = np.concatenate([frame.rgb, out], axis=1)  # (H, 2W, 3)
+            left = frame.rgb if frame.shown is None else overlay(frame.rgb, frame.shown[..., 0], frame.shown[..., 1])
+            out = np.concatenate([left, out], axis=1)  # (H, 2W, 3)
         elif out is frame.rgb and frame.index in picks:
             out = out.copy()  # the mark must not land on the original kept for the preview
         stats.frames += 1

@@ -16,8 +16,11 @@ class ConvertOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mask: Literal["hull", "learned", "intersection"] = Field(default="hull", description="Blend mask: the landmark hull, "
-                                                             "the model's learned mask, or their intersection.")
+    mask: Literal["hull", "learned", "intersection", "occlusion"] = Field(
+        default="hull", description="Blend mask: the landmark hull, the model's learned mask, their intersection, or "
+        "the hull minus what covers the face (hands, found by MediaPipe Hands: its models are fetched at set-up by "
+        "`python -m swapline.face_models`), held over a few frames so it does not flicker. With side_by_side the "
+        "original half then shows the mask used (green) and the cut (red).")
     erosion: int = Field(default=0, ge=-32, le=32, description="Shrink (+) or grow (-) the mask by this many face px.")
     feather: int = Field(default=9, ge=0, le=64, description="Width of the mask's soft edge, in face px.")
     color_match: Literal["none", "mean_std", "histogram", "seamless"] = Field(
@@ -33,7 +36,8 @@ class ConvertOptions(BaseModel):
     batch_size: int = Field(default=16, ge=1, le=1024, description="Faces per model call.")
     start: float | None = Field(default=None, ge=0, description="Swap from this second on (earlier frames pass through).")
     end: float | None = Field(default=None, gt=0, description="Swap until this second (later frames pass through).")
-    side_by_side: bool = Field(default=False, description="Preview mode: the original and the swap next to each other.")
+    side_by_side: bool = Field(default=False, description="Preview mode: the original and the swap next to each other "
+                               "(with mask 'occlusion', the original tinted with the mask used).")
     identity_distance: float = Field(default=0.6, gt=0, le=2, description="Only faces within this embedding distance "
                                      "of the replaced person's faceset are swapped; other people stay untouched.")
     workers: int = Field(default=2, ge=1, le=64, description="Face detection threads of a converter that detects as it renders (the converted_video asset does not: target_faces found every face once); speed only.")

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from swapline.ops import collect
+from swapline.ops import collect, unused
 from swapline.ops.facecache import FaceCache, PhotoCache, face_indexes
 from swapline.ops.media import load_image, normalize_photos, sample_video
 
@@ -166,7 +166,7 @@ def _analyse(analyzer, job: _Job, frame: dict[str, Any]) -> tuple[list, dict[str
     found, stats = extract_from_image(
         analyzer, load_image(job.frames_dir / frame["file"]), identity=job.identity, source=job.source,
         source_sha=frame["sha256"], frame_index=frame["index"], timestamp=frame["timestamp"],
-        photo=frame["photo"], reference=job.reference, max_distance=job.max_distance,
+        photo=frame["photo"], reference=job.reference, max_distance=job.max_distance, distances=True,
     )
     for record in found:  # PNG once, where the work is spread: the cache and the table reuse it
         record.image = encode_png(record.image)
@@ -179,13 +179,13 @@ def _analyse(analyzer, job: _Job, frame: dict[str, Any]) -> tuple[list, dict[str
 _worker: tuple[Any, _Job] | None = None  # this worker process's analyzer and job
 
 
-def _init_worker(settings, job: _Job) -> None:
-    """Runs once per worker: dlib's models then load on its first frame and stay loaded
+def _init_worker(settings, models_dir: str, job: _Job) -> None:
+    """Runs once per worker: the backend's models then load on its first frame and stay loaded
     (ops.faces caches them per process), so each worker pays for them once."""
     global _worker
     from swapline.ops.faces import FaceAnalyzer
 
-    _worker = (FaceAnalyzer(settings), job)
+    _worker = (FaceAnalyzer(settings, face_models_dir=models_dir), job)
 
 
 def _analyse_chunk(chunk: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, list, dict[str, int]]]:
@@ -195,20 +195,23 @@ def _analyse_chunk(chunk: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, l
 
 def _pool_settings(analyzer) -> Any:
     """Settings a worker rebuilds the analyzer from, or None when it must stay in-process:
-    only dlib is CPU-bound per frame (FAN batches on its device, and its model would have to
-    load in every worker). "auto" is pinned to dlib so a worker cannot resolve it otherwise."""
+    dlib and mediapipe are CPU-bound per frame and small to load in each worker (FAN batches
+    on its device, and its model would have to load in every worker). "auto" is pinned to what
+    it resolved to, so a worker cannot resolve it otherwise."""
     from swapline.ops.faces import FaceAnalyzer
 
-    if not isinstance(analyzer, FaceAnalyzer) or getattr(analyzer, "resolved_backend", "dlib") != "dlib":
+    backend = getattr(analyzer, "resolved_backend", "dlib")
+    if not isinstance(analyzer, FaceAnalyzer) or backend not in ("dlib", "mediapipe"):
         return None
-    return analyzer.settings.model_copy(update={"backend": "dlib"})  # a frozen pydantic model (ops.faces)
+    return analyzer.settings.model_copy(update={"backend": backend})  # a frozen pydantic model (ops.faces)
 
 
 def settings_for_threads(analyzer, reference: np.ndarray | None) -> bool:
-    """Whether frames may be analysed in threads: the dlib backend (its detector and predictor
-    are stateless and release the GIL), without the identity filter (dlib's embedding network
-    keeps state per call) and on a plain analyzer (not a test's or a user's wrapper)."""
-    return reference is None and _pool_settings(analyzer) is not None
+    """Whether frames may be analysed in threads: the dlib backend (its detector runs behind a
+    lock; landmarks, alignment and encoding release the GIL), without the identity filter
+    (dlib's embedding network keeps state per call), on a plain analyzer (not a wrapper)."""
+    settings = _pool_settings(analyzer)
+    return reference is None and settings is not None and settings.backend == "dlib"
 
 
 def _run_threads(analyzer, job: _Job, todo: list[tuple[int, dict]], workers: int):
@@ -219,7 +222,7 @@ def _run_threads(analyzer, job: _Job, todo: list[tuple[int, dict]], workers: int
         yield from pool.map(lambda item: (item[0], *_analyse(analyzer, job, item[1])), todo)
 
 
-def _run_pool(settings, job: _Job, todo: list[tuple[int, dict]], workers: int):
+def _run_pool(settings, models_dir: str, job: _Job, todo: list[tuple[int, dict]], workers: int):
     """Yield (position, records, stats) per frame, as the workers finish chunks of them."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -228,7 +231,7 @@ def _run_pool(settings, job: _Job, todo: list[tuple[int, dict]], workers: int):
     chunks = [todo[i:i + CHUNK_FRAMES] for i in range(0, len(todo), CHUNK_FRAMES)]
     # spawn, as ops.sandbox: the parent (Dagster) has threads, and forking those can deadlock.
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(settings, job))
+                               initializer=_init_worker, initargs=(settings, models_dir, job))
     try:
         for future in as_completed([pool.submit(_analyse_chunk, chunk) for chunk in chunks]):
             try:
@@ -249,7 +252,7 @@ def extract_faces(frames_dir: Path, frames: dict[str, Any], analyzer, *, identit
     processes (0: one per core) when there are at least POOL_MIN_FRAMES of them, else in as
     many threads where the backend allows it (settings_for_threads), else one by one here.
     The records are in frame order and identical whichever way they were produced; the
-    stats include RUN_STATS (detections_run, cache_hits, workers)."""
+    stats include RUN_STATS (detections_run, cache_hits, workers) and what was not used."""
     items = frames["frames"]
     results: list[tuple[list, dict] | None] = [None] * len(items)
     todo = []
@@ -268,7 +271,7 @@ def extract_faces(frames_dir: Path, frames: dict[str, Any], analyzer, *, identit
     settings = _pool_settings(analyzer) if n_workers > 1 and len(todo) >= POOL_MIN_FRAMES else None
     if settings is not None:
         logger.info("analysing %d frames in %d worker processes", len(todo), n_workers)
-        analysed = _run_pool(settings, job, todo, n_workers)
+        analysed = _run_pool(settings, getattr(analyzer, "face_models_dir", ""), job, todo, n_workers)
     elif min(cores, len(todo)) > 1 and settings_for_threads(analyzer, reference):
         n_workers = min(cores, len(todo))
         # Too few frames to pay for worker processes; dlib releases the GIL while it detects
@@ -290,6 +293,7 @@ def extract_faces(frames_dir: Path, frames: dict[str, Any], analyzer, *, identit
         stats["frames_with_face"] += bool(found)
         records.extend(found)
     stats["faces"] = len(records)
+    stats.update(unused.tally(items, results))  # what was not used, and where (ops/unused.py)
     stats.update(detections_run=len(todo), cache_hits=len(items) - len(todo), workers=n_workers)
     return records, stats
 

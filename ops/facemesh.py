@@ -142,12 +142,13 @@ class MediaPipeFaces:
         self.mesh = FaceMesh(models_dir)
 
     def detect(self, image: np.ndarray, fallback: Callable[[np.ndarray], list[tuple[Box, float]]] | None = None,
-               ) -> tuple[list[tuple[Box, float]], list[Mesh]]:
-        """([(box x0 y0 x1 y1 in source px, score)], [mesh]) per face: BlazeFace's boxes that
-        FaceMesh confirms. When none is left, `fallback` (another detector) is asked for
-        boxes, and FaceMesh runs on those (kept whatever its presence: that detector decided)."""
+               min_face: float | None = None) -> tuple[list[tuple[Box, float]], list[Mesh]]:
+        """([(box x0 y0 x1 y1 in source px, score)], [mesh]) per face: BlazeFace's boxes (down
+        to `min_face` px: blazeface.windows) that FaceMesh confirms. When none is left,
+        `fallback` (another detector) is asked for boxes, and FaceMesh runs on those (kept
+        whatever its presence: that detector decided)."""
         found = []
-        for det in self.detector(image):
+        for det in self.detector(image, min_face):
             box = tuple(float(v) for v in det.box)
             mesh = self.mesh(image, roi_from_detection(box, det.keypoints[[0, 1]]))
             if mesh.presence >= MIN_PRESENCE:

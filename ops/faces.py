@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -24,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from swapline.ops import detectors
 from swapline.ops.alignment import (  # noqa: F401  (re-exported API)
     ALIGN_POINTS,
     TEMPLATE_68,
@@ -39,7 +39,7 @@ from swapline.ops.alignment import (  # noqa: F401  (re-exported API)
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("dlib", "fan", "mediapipe", "auto")
-DETECTORS = ("hog", "cnn")
+DETECTORS = tuple(detectors.DETECTORS)
 
 
 class AnalyzerSettings(BaseModel):
@@ -50,7 +50,7 @@ class AnalyzerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     backend: Literal["dlib", "fan", "mediapipe", "auto"] = Field(default="auto", description="Landmarks: dlib (offline), FAN (needs its weights), mediapipe (BlazeFace + FaceMesh, needs its set-up files), auto = FAN when its weights are present, else mediapipe when its files are, else dlib.")
-    detector: Literal["hog", "cnn"] = Field(default="hog", description="dlib face detector: HOG (fast, frontal) or MMOD CNN (slower, more poses).")
+    detector: Literal["hog", "cnn", "scrfd"] = Field(default="hog", description="Box detector of the dlib and FAN backends (mediapipe's fallback): dlib HOG (fast, frontal), dlib MMOD CNN (slower, more poses), or SCRFD (a user-placed scrfd_10g_bnkps.onnx, run by onnxruntime; never downloaded).")
     upsample: int = Field(default=0, ge=0, le=3, description="Detector upsampling passes (finds smaller faces, ~4x slower each).")
     detect_scale: float = Field(default=0.5, gt=0, le=1, description="Detect on the frame scaled by this; landmarks at full size.")
     min_face: int = Field(default=40, ge=8, description="Faces narrower than this many source px are dropped (and counted).")
@@ -75,24 +75,6 @@ class DetectedFace:
     landmarks: np.ndarray  # (68, 2) float32, source px
     score: float  # HOG SVM margin, MMOD confidence or BlazeFace probability; higher is surer
     dense: np.ndarray | None = None  # mediapipe: the (468, 3) FaceMesh points, source px
-
-
-_DETECTOR_LOCK = threading.Lock()
-
-
-@lru_cache(maxsize=None)
-def _hog_detector() -> Any:
-    import dlib
-
-    return dlib.get_frontal_face_detector()
-
-
-@lru_cache(maxsize=None)
-def _cnn_detector() -> Any:
-    import dlib
-    import face_recognition_models
-
-    return dlib.cnn_face_detection_model_v1(face_recognition_models.cnn_face_detector_model_location())
 
 
 @lru_cache(maxsize=None)
@@ -140,7 +122,11 @@ class FaceAnalyzer:
             raise ValueError(f"unknown face detector {settings.detector!r}; expected one of {DETECTORS}")
         if not 0.0 < settings.detect_scale <= 1.0:
             raise ValueError(f"detect_scale must be in (0, 1], got {settings.detect_scale}")
-        self.settings = settings
+        self.settings, self.face_models_dir = settings, face_models_dir
+        if settings.detector == "scrfd":  # a missing file is an error now, naming where it goes
+            from swapline.ops import onnx_models
+
+            onnx_models.model_path("scrfd", face_models_dir or None)
         self._fan = None
         self._mediapipe = None
         if settings.backend in ("fan", "auto"):
@@ -180,7 +166,7 @@ class FaceAnalyzer:
         for image in images:
             if self._mediapipe is not None:
                 # A frame where BlazeFace finds nothing is searched again by the dlib detector.
-                found, image_meshes = self._mediapipe.detect(image, fallback=self._boxes)
+                found, image_meshes = self._mediapipe.detect(image, fallback=self._boxes, min_face=self.settings.min_face)
             else:
                 found, image_meshes = self._boxes(image), []
             kept = [i for i, (box, _) in enumerate(found) if min(box[2] - box[0], box[3] - box[1]) >= self.settings.min_face]
@@ -231,19 +217,11 @@ class FaceAnalyzer:
             sx, sy = image.shape[1] / size[0], image.shape[0] / size[1]
         else:
             sx = sy = 1.0
-        upsample = self.settings.upsample
         # dlib's detectors keep their image pyramid in the object: one call at a time (threads
         # extracting a refresh's few photos share them; landmarks and the rest run in parallel).
-        with _DETECTOR_LOCK:
-            if self.settings.detector == "cnn":
-                found = [(d.rect, d.confidence) for d in _cnn_detector()(small, upsample)]
-            else:
-                rects, scores, _ = _hog_detector().run(small, upsample, 0.0)
-                found = list(zip(rects, scores))
-        return [
-            ((r.left() * sx, r.top() * sy, (r.right() + 1) * sx, (r.bottom() + 1) * sy), s)
-            for r, s in found
-        ]
+        with detectors.LOCK:
+            found = detectors.DETECTORS[self.settings.detector](small, self.settings.upsample, self.face_models_dir)
+        return [((x0 * sx, y0 * sy, x1 * sx, y1 * sy), score) for (x0, y0, x1, y1), score in found]
 
     def embed(self, image_rgb: np.ndarray, face: DetectedFace) -> np.ndarray:
         """128-d dlib ResNet descriptor (same person: Euclidean distance < ~0.6)."""

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from swapline.ops.storage import hash_json, link_or_copy
+from swapline.ops.unused import LIMIT
 
 logger = logging.getLogger(__name__)
 
@@ -166,10 +167,24 @@ def write_face_table(table: Path, segments: list[Segment], reuse: dict[str, tupl
     return [entries[s.name] for s in segments]
 
 
-def total_stats(entries: list[dict], zero: dict[str, int]) -> dict[str, int]:
-    """The table's stats: its segments' summed (`zero`: the keys, for a table without any)."""
-    total = dict(zero)
+def total_stats(entries: list[dict], zero: dict[str, Any]) -> dict[str, Any]:
+    """The table's stats: its segments' summed (`zero`: the keys, for a table without any).
+    Numbers add up; lists (names of what was not used, ops/unused.py) are joined up to
+    unused.LIMIT items; dicts (histograms) add up key by key. A segment built before a key
+    existed simply lacks it."""
+    total = _combine({}, zero)
     for entry in entries:
-        for name, value in entry["stats"].items():
-            total[name] = total.get(name, 0) + value
+        total = _combine(total, entry["stats"])
     return total
+
+
+def _combine(total: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    out = dict(total)
+    for name, value in stats.items():
+        if isinstance(value, dict):
+            out[name] = _combine(out.get(name) or {}, value)
+        elif isinstance(value, list):
+            out[name] = (list(out.get(name) or []) + value)[:LIMIT]
+        else:
+            out[name] = out.get(name, 0) + value
+    return out

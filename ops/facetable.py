@@ -56,6 +56,7 @@ import numpy as np
 
 from swapline.ops import faces
 from swapline.ops.storage import atomic_file
+from swapline.ops.unused import rejected_stats
 
 logger = logging.getLogger(__name__)
 
@@ -339,27 +340,29 @@ def extract_from_image(
     photo: str = "",
     reference: np.ndarray | None = None,
     max_distance: float = 0.6,
+    distances: bool = False,
 ) -> tuple[list[FaceRecord], dict[str, int]]:
     """Detect, align and measure every face in one frame or photo, largest first.
 
     With `reference` (K, 128) embeddings, only faces within `max_distance` of the nearest
     reference are kept and the distance is recorded. face_index counts all detected faces,
     so a face keeps its face_id whether or not its neighbours pass the identity filter.
-    Stats: detected (faces big enough), too_small, rejected_identity, kept."""
+    Stats: detected (faces big enough), too_small, rejected_identity, kept; with `distances`,
+    also each rejected face's distance (ops.unused.rejected_stats: what extraction reports)."""
     if reference is not None and len(reference) == 0:
         # An empty reference set would silently reject every face; make the caller choose.
         raise ValueError("reference has no embeddings; pass None to keep faces unfiltered")
     image = faces.as_rgb8(image_rgb)
     detected, n_small = analyzer.detect_with_stats(image)
     records: list[FaceRecord] = []
-    rejected = 0
+    rejected: list[float] = []
     for face_index, face in enumerate(detected):
         distance, embedding = math.nan, None
         if reference is not None:
             embedding = analyzer.embed(image, face)  # (128,) kept with the face: the faceset reuses it
             distance = faces.embedding_distance(embedding, reference)
             if distance > max_distance:
-                rejected += 1
+                rejected.append(distance)
                 continue
         records.append(
             make_record(
@@ -368,5 +371,7 @@ def extract_from_image(
                 timestamp=timestamp, photo=photo, identity_distance=distance, embedding=embedding,
             )
         )
-    stats = {"detected": len(detected), "too_small": n_small, "rejected_identity": rejected, "kept": len(records)}
+    stats = {"detected": len(detected), "too_small": n_small, "rejected_identity": len(rejected), "kept": len(records)}
+    if distances:
+        stats.update(rejected_stats(rejected))
     return records, stats

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,11 @@ logger = logging.getLogger(__name__)
 DETECTOR_FILE = "face_detection_full_range.tflite"
 LANDMARK_FILE = "face_landmark.tflite"
 MODEL_FILES = (DETECTOR_FILE, LANDMARK_FILE)
+# The hand models behind `mask: occlusion` (ops/hands.py), fetched by the same set-up command
+# into the same folder; not part of MODEL_FILES, which decide the face backend.
+PALM_FILE = "palm_detection_full.tflite"
+HAND_LANDMARK_FILE = "hand_landmark_full.tflite"
+HAND_FILES = (PALM_FILE, HAND_LANDMARK_FILE)
 ENV_DIR = "SWAPLINE_FACE_MODELS"
 # ops/ sits at the repository root (swapline/ops is a symlink to it), so this is <repo>/.cache/...
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / ".cache" / "face_models"
@@ -57,12 +63,14 @@ def models_present(folder: str | os.PathLike[str] | None = None) -> bool:
 class TfliteModel:
     """One single-threaded LiteRT interpreter: float32 NHWC in, its outputs as float32 arrays.
 
-    Not thread-safe (an interpreter holds its tensors); each process builds its own."""
+    An interpreter holds its tensors, so calls are serialised by a lock (a converter detects in
+    threads); each process builds its own."""
 
     def __init__(self, path: Path, threads: int = 1) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = path
+        self._lock = threading.Lock()
         self._interpreter: Any = Interpreter(model_path=str(path), num_threads=threads)
         self._interpreter.allocate_tensors()
         inputs = self._interpreter.get_input_details()
@@ -76,9 +84,10 @@ class TfliteModel:
     def __call__(self, tensor: np.ndarray) -> list[np.ndarray]:
         """Outputs in the model's order, copied (the interpreter reuses its buffers)."""
         tensor = np.ascontiguousarray(tensor, dtype=np.float32).reshape(self.input_shape)
-        self._interpreter.set_tensor(self._input, tensor)
-        self._interpreter.invoke()
-        return [np.array(self._interpreter.get_tensor(i), dtype=np.float32) for i in self._outputs]
+        with self._lock:
+            self._interpreter.set_tensor(self._input, tensor)
+            self._interpreter.invoke()
+            return [np.array(self._interpreter.get_tensor(i), dtype=np.float32) for i in self._outputs]
 
 
 @lru_cache(maxsize=None)

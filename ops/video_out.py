@@ -96,7 +96,34 @@ class _AudioFeed:
 
 
 # libx264 encodes these as they are; other source formats (10-bit, RGB, ...) become yuv420p.
+# Frames reach the encoder as 8-bit RGB (decoding, the model and blending work in 8 bits), so
+# a 10-bit source is written as 8-bit: a High 10 stream would hold no more precision and plays in
+# few browsers and phones. The drop is recorded (bit_depths) and the run summary warns of it.
 X264_PIX_FMTS = {"yuv420p", "yuv422p", "yuv444p"}
+
+
+def output_pix_fmt(source_pix_fmt: str | None) -> str:
+    """The pixel format write_video encodes a source of `source_pix_fmt` in."""
+    return source_pix_fmt if source_pix_fmt in X264_PIX_FMTS else "yuv420p"
+
+
+def bit_depth(pix_fmt: str | None) -> int:
+    """Bits per sample of a pixel format (yuv420p: 8, yuv420p10le: 10; unknown: 8)."""
+    try:
+        return max(c.bits for c in av.VideoFormat(pix_fmt).components)
+    except (TypeError, ValueError):
+        return 8
+
+
+def bit_depths(source: Path, output: Path) -> dict:
+    """Pixel format and bit depth of `source`'s and `output`'s video (headers only):
+    pix_fmt_in, bit_depth_in, pix_fmt_out, bit_depth_out."""
+    out = {}
+    for side, path in (("in", source), ("out", output)):
+        with av.open(str(path)) as container:
+            pix_fmt = container.streams.video[0].codec_context.pix_fmt or ""
+        out.update({f"pix_fmt_{side}": pix_fmt, f"bit_depth_{side}": bit_depth(pix_fmt)})
+    return out
 
 
 def _timed(frames: Iterator, rate: Fraction) -> Iterator[tuple[np.ndarray, Fraction]]:
@@ -117,7 +144,7 @@ def _encode(frames, tmp: Path, rate: Fraction, tick: Fraction, audio_from, metad
         out.metadata.update(metadata)
         video = out.add_stream("libx264", rate=rate, options={"crf": str(crf)})
         video.height, video.width = _even(first).shape[:2]
-        video.pix_fmt = pix_fmt if pix_fmt in X264_PIX_FMTS else "yuv420p"
+        video.pix_fmt = output_pix_fmt(pix_fmt)
         video.codec_context.time_base = tick
         source = stack.enter_context(av.open(str(audio_from))) if audio_from else None
         feed = _AudioFeed(source, out) if source is not None and source.streams.audio else None
@@ -160,7 +187,8 @@ def write_video(
     when libx264 takes it (X264_PIX_FMTS), else yuv420p. `mark` (e.g. an invisible watermark's
     embed_frame) gets each frame already in the encoder's pixel format and returns the frame to encode.
 
-    Returns {"frames": count, "path": str, "audio": whether audio was written}.
+    Returns {"frames": count, "path": str, "audio": whether audio was written}; a `pix_fmt` of
+    more bits than the one encoded is logged as a warning (bit_depths reads both from the files).
     """
     rate = _as_rate(fps)
     tick = Fraction(time_base) if time_base else 1 / rate
@@ -168,4 +196,8 @@ def write_video(
     with storage.atomic_file(out_path) as tmp:
         count, audio = _encode(iter(frames), tmp, rate, tick, audio_from, dict(metadata or {}), crf, pix_fmt, mark)
     logger.info("wrote %s: %d frames at %s fps, audio=%s", out_path, count, rate, audio)
+    written = output_pix_fmt(pix_fmt)
+    if bit_depth(pix_fmt) > bit_depth(written):
+        logger.warning("%s: the source's %s (%d-bit) was written as %s (%d-bit)", out_path.name, pix_fmt,
+                       bit_depth(pix_fmt), written, bit_depth(written))
     return {"frames": count, "path": str(out_path), "audio": audio}

@@ -43,8 +43,10 @@ def _descriptions(c: Checks) -> dict[str, str]:
             "up most of a person's faces gives a poor swap. What to do: add other videos (other days, rooms, light)."),
         "one_person": (
             "Warns when a sample of the faceset's face embeddings shows more than one person (over 10% of faces far "
-            "from the majority). What to do: add reference_photos for this identity so only this person is kept, or "
-            "remove sources that show someone else."),
+            "from the majority). What to do: without reference_photos, add them for this identity so only this person "
+            "is kept, or remove sources that show someone else; with reference_photos set, lower "
+            "extraction.identity_distance or remove the reference photos that look like someone else (the metadata "
+            "names the outlier faces)."),
         gx_suite.CHECK_NAME: (
             "Great Expectations suite over the per-face table: sharpness, face size, brightness (dark images are "
             f"useless), |yaw| and landmark sanity, each needing {c.mostly:.0%} of faces to pass. Metadata lists the "
@@ -114,10 +116,21 @@ def source_diversity(key: dg.AssetKey, table: Any, c: Checks) -> dg.AssetCheckRe
                     "faces_per_source": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()})})
 
 
-def one_person(key: dg.AssetKey, purity: dict) -> dg.AssetCheckResult:
-    return _result(key, "one_person", not purity["several_people"],
-                   {"sampled": purity["sampled"], "outlier_share": purity["outlier_share"],
-                    "outlier_face_ids": dg.MetadataValue.json(purity["outliers"])})
+def one_person_advice(outliers: list[str], references: bool) -> str:
+    """What to do about faces of someone else in a faceset: reference photos when there are
+    none; when there are, they let these faces through, so the threshold or a photo is wrong."""
+    if not references:
+        return "add reference_photos to keep only this person"
+    return ("reference_photos are set and still let these faces through: lower extraction.identity_distance, or remove "
+            f"the reference photos that look like someone else (outlier faces: {', '.join(outliers[:5]) or 'none sampled'})")
+
+
+def one_person(key: dg.AssetKey, purity: dict, references: bool = False) -> dg.AssetCheckResult:
+    metadata = {"sampled": purity["sampled"], "outlier_share": purity["outlier_share"],
+                "outlier_face_ids": dg.MetadataValue.json(purity["outliers"]), "reference_photos": references}
+    if purity["several_people"]:
+        metadata["advice"] = one_person_advice(purity["outliers"], references)
+    return _result(key, "one_person", not purity["several_people"], metadata)
 
 
 def per_face(key: dg.AssetKey, table: Any, c: Checks, outcome: dict | None = None) -> dg.AssetCheckResult:
@@ -134,12 +147,13 @@ def per_face(key: dg.AssetKey, table: Any, c: Checks, outcome: dict | None = Non
 
 
 def evaluate_faceset(key: dg.AssetKey, table: Any, stats: dict, sources: int, purity: dict,
-                     checks: Checks, per_face_outcome: dict | None = None) -> list[dg.AssetCheckResult]:
+                     checks: Checks, per_face_outcome: dict | None = None, references: bool = False) -> list[dg.AssetCheckResult]:
     """Every spec of `faceset_check_specs`, evaluated on the kept faces (`table`) and the
     build's counts (`stats` from ops.faceset.build_faceset). `per_face_outcome`: the GX suite's
-    result on `table` (gx_suite.validate_faces), when the caller ran it already."""
+    result on `table` (gx_suite.validate_faces), when the caller ran it already; `references`:
+    whether the identity has reference photos (the one_person advice differs)."""
     return [enough_faces(key, stats["kept"], sources, checks), pose_coverage(key, table, checks),
-            *share_checks(key, stats, checks), source_diversity(key, table, checks), one_person(key, purity),
+            *share_checks(key, stats, checks), source_diversity(key, table, checks), one_person(key, purity, references),
             per_face(key, table, checks, per_face_outcome)]
 
 

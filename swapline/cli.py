@@ -28,10 +28,14 @@ def _env_defaults(project_file: Path) -> None:
 
 
 def cmd_check(args) -> int:
+    from swapline.references import check_reference_photos
+
     project = load_project(args.project)
+    check_reference_photos(project, project_path(args.project))  # one face each: found now, not mid-run
     for identity, ident in project.identities.items():
         why = ident.consent.lapsed()
         print(f"{identity}: {len(ident.sources)} source(s), consent by {ident.consent.given_by} ({ident.consent.date})"
+              + (f", {len(ident.reference_photos)} reference photo(s) of one face each" if ident.reference_photos else "")
               + (f": {why.upper()}, not trained or converted" if why else ""))
     print(f"{len(project.swaps)} swap(s), {len(project.conversions)} conversion(s): OK")
     return 0
@@ -62,6 +66,8 @@ def _supervised(command: str, path: Path, *extra: str) -> int | None:
 
 
 def _closing_lines(summary) -> None:
+    for line in summary.report:  # warnings, per source, per asset (swapline/summary.py)
+        print(line)
     if summary.failed and summary.log_file is not None:
         print(f"== what went wrong, in full: {summary.log_file}")
 

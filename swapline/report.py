@@ -20,8 +20,10 @@ def report_lines(project, instance, store) -> list[str]:
             lines += [f"{identity}: no faceset yet (run `swapline run`)", ""]
             continue
         stats = published.manifest()["stats"]
-        lines.append(f"{identity}: {stats['kept']} faces kept of {stats['raw']} extracted "
-                     f"({stats['dropped_duplicate']} near-duplicates, {stats['dropped_blurry']} blurry, {stats['dropped_small']} too small)")
+        lines.append(f"{identity}: {stats['kept']} faces kept of the {stats['raw']} extraction accepted "
+                     f"(dropped: {stats['dropped_duplicate']} near-duplicates, {stats['dropped_blurry']} blurry, "
+                     f"{stats['dropped_small']} too small); per source, what extraction found and left out:")
+        lines += extraction_lines(identity, instance)
         blocked = failed_blocking_checks(instance, identity)
         lines += _check_lines(dg.AssetKey([identity, "faceset"]), instance, latest_evaluation)
         if blocked:
@@ -30,7 +32,43 @@ def report_lines(project, instance, store) -> list[str]:
     for name in project.swaps:
         lines.append(f"swap {name}:")
         lines += _check_lines(dg.AssetKey([name, "face_model"]), instance, latest_evaluation) or ["  no model checks yet"]
+    for name in project.conversions:
+        lines += conversion_lines(name, instance, latest_evaluation)
     return lines
+
+
+def extraction_lines(identity: str, instance) -> list[str]:
+    """Per source of `identity`, what extraction found and what it did not use (files or frames
+    without a face, faces too small or of someone else, files skipped), from its latest
+    aligned_faces materialization: the faceset's counts start after these."""
+    import dagster as dg
+
+    from swapline.assets.common import sources_partitions
+    from swapline.summary import latest_metadata, source_lines
+
+    partitions = sorted(instance.get_dynamic_partitions(sources_partitions(identity).name))
+    metadata = latest_metadata(instance, [(dg.AssetKey([identity, stage]), p) for p in partitions
+                                          for stage in ("source_media", "aligned_faces")])
+    return [f"  {line}" for p in partitions for line in source_lines(identity, p, metadata)]
+
+
+def conversion_lines(name: str, instance, latest_evaluation) -> list[str]:
+    """A conversion's target checks (coverage of the target's faces by the faceset) and its
+    converted video's: the checks and the output's key numbers."""
+    import dagster as dg
+
+    from swapline.summary import latest_metadata
+
+    target, video = dg.AssetKey([name, "target_faces"]), dg.AssetKey([name, "converted_video"])
+    lines = [f"conversion {name}:"]
+    lines += _check_lines(target, instance, latest_evaluation) or ["  no target checks yet"]
+    meta = latest_metadata(instance, [(video, None)]).get((video, None))
+    if meta is None:
+        return lines + ["  no converted video yet", ""]
+    lines.append(f"  output: {meta.get('frames')} frames, {meta.get('swapped')} swapped, audio {'yes' if meta.get('audio') else 'NO'}, "
+                 f"{meta.get('bit_depth_out', '?')}-bit {meta.get('pix_fmt_out', '')} from a {meta.get('bit_depth_in', '?')}-bit source, "
+                 f"C2PA {meta.get('c2pa', '?')}, watermark {meta.get('watermark_bits_matched', '?')}/64 bits")
+    return lines + (_check_lines(video, instance, latest_evaluation) or ["  no video checks yet"]) + [""]
 
 
 def _check_lines(key, instance, latest_evaluation) -> list[str]:
@@ -43,8 +81,12 @@ def _check_lines(key, instance, latest_evaluation) -> list[str]:
             continue
         outcome = "ok" if evaluation.passed else evaluation.severity.value
         lines.append(f"  {name:<24} {outcome:<5} {_detail(evaluation.metadata)}")
-        if name == "pose_coverage" and not evaluation.passed:
+        if evaluation.passed:
+            continue
+        if name == "pose_coverage" and key.path[-1] == "faceset":
             lines += [f"    missing: faces {bin_}" for bin_ in evaluation.metadata["missing_bins"].value]
+        elif evaluation.description:  # the target's and the video's checks say what is wrong in words
+            lines.append(f"    {evaluation.description}")
     return lines
 
 
@@ -52,8 +94,13 @@ def _check_names(key) -> list[str]:
     from swapline.project import Checks
     from swapline.quality_checks.faceset_checks import faceset_check_specs
     from swapline.quality_checks.model_checks import model_check_specs
+    from swapline.quality_checks.video_checks import video_check_specs
 
-    specs = faceset_check_specs(key, Checks()) if key.path[-1] == "faceset" else model_check_specs(key)
+    kind = key.path[-1]
+    if kind == "target_faces":
+        return ["pose_coverage", "lighting_coverage"]  # quality_checks/target_checks.py
+    specs = (faceset_check_specs(key, Checks()) if kind == "faceset" else video_check_specs(key) if kind == "converted_video"
+             else model_check_specs(key))
     return [spec.name for spec in specs]
 
 

@@ -58,6 +58,8 @@ class RunSummary:
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     log_file: Path | None = None  # failures' tracebacks go here; the terminal gets one line each
+    outcomes: list[Outcome] = field(default_factory=list)  # every asset partition tried, in order
+    report: list[str] = field(default_factory=list)  # the closing summary (swapline/summary.py)
 
     @property
     def ok(self) -> bool:
@@ -103,13 +105,27 @@ def materialize_project(project: Project, instance: dg.DagsterInstance, *, echo:
     total, done = sum(1 if launch.partition else len(launch.keys) for launch in launches), 0
     for launch in launches:
         outcomes = run(project, instance, graph, launch, log_level)
+        summary.outcomes += outcomes
         shown = [(launch.label, chain(outcomes))] if launch.partition else [(o.key.to_user_string(), o) for o in outcomes]
         for label, outcome in shown:
             done += 1
             echo(f"[{done}/{total}] {label}: {record(summary, label, outcome)}")
         stop_if_interrupted(outcomes, launch.label)
     summary.seconds = time.monotonic() - start
+    summary.report = closing_report(instance, summary)
     return summary
+
+
+def closing_report(instance: dg.DagsterInstance, summary: RunSummary) -> list[str]:
+    """Warnings, per source what was (not) used, per asset ok or failed, as the runs recorded
+    them in the instance (swapline/summary.py). The work is done by then: a summary that cannot
+    be read says so in one line rather than failing the command."""
+    from swapline.summary import summary_lines
+
+    try:
+        return summary_lines(instance, summary.outcomes)
+    except Exception as exc:  # noqa: BLE001 - see above
+        return [f"== no summary: {type(exc).__name__}: {exc}"]
 
 
 def run(project: Project, instance: dg.DagsterInstance, graph: Graph, launch: Launch, log_level: str = "INFO") -> list[Outcome]:

@@ -188,11 +188,14 @@ def refresh(project: Project, instance: dg.DagsterInstance, *, echo: Callable[[s
     while launches := _next_round(project_status(project, instance, graph=graph), graph, only, tried):
         for launch, rows in launches:
             outcomes = runner.run(project, instance, graph, launch, log_level)
+            summary.outcomes += outcomes
             for row, outcome in zip(rows, outcomes):
                 tried.add(row.label)
                 echo(f"[{len(tried)}] {row.label} ({row.status.lower()}): {runner.record(summary, row.label, outcome)}")
             runner.stop_if_interrupted(outcomes, launch.label)
     summary.seconds = time.monotonic() - start
+    if summary.outcomes:
+        summary.report = runner.closing_report(instance, summary)
     return summary
 
 

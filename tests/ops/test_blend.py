@@ -148,6 +148,33 @@ def test_mask_fades_out_at_the_crop_border():
     assert mask[0].max() == 0 and mask[:, -1].max() == 0 and mask[32, 32] == 1.0
 
 
+def test_occlusion_mask_is_the_hull_minus_the_occluder(scene):
+    """A finger-like bar across the mouth (crop px; the real hands are in test_hands.py): cut out
+    with a margin of 2/3 of the feather, so the fade ends on the bar's edge, not inside it."""
+    from swapline.ops.convert_options import ConvertOptions
+
+    assert ConvertOptions(mask="occlusion").blend() == BlendOptions(mask="occlusion")
+    mouth = transform_points(scene.landmarks[48:68], scene.matrix)  # (20, 2) crop px
+    bar = np.zeros((SIZE, SIZE), np.float32)
+    y = int(mouth[:, 1].mean())
+    cv2.rectangle(bar, (0, y - 8), (int(mouth[:, 0].mean()), y + 8), 1.0, -1)  # from the crop's left edge to mid-mouth
+    for feather in (0, 9):
+        hull = face_mask(scene.hard, None, BlendOptions(mask="hull", feather=feather))
+        np.testing.assert_array_equal(face_mask(scene.hard, None, BlendOptions(mask="occlusion", feather=feather)), hull)
+        cut = face_mask(scene.hard, None, BlendOptions(mask="occlusion", feather=feather), bar)
+        assert cut.dtype == np.float32 and 0.0 <= cut.min() and cut.max() <= 1.0 and (cut <= hull + 1e-6).all()
+        on_bar = (bar > 0) & (scene.hard > 0)
+        assert on_bar.sum() > 300 and hull[on_bar].mean() > 0.9  # the hull alone paints the bar
+        assert cut[on_bar].max() < 0.05, feather  # including its edge: the margin holds the feather off it
+        away = cv2.dilate(bar, np.ones((4 * feather + 3, 4 * feather + 3), np.uint8)) == 0
+        np.testing.assert_allclose(cut[away], hull[away], atol=1e-6)  # elsewhere the mask is unchanged
+    # Nothing to cut: the same mask as without an occluder, for any mode.
+    for mode in ("hull", "intersection", "occlusion"):
+        options = BlendOptions(mask=mode)
+        np.testing.assert_array_equal(face_mask(scene.hard, learned_like(scene), options, np.zeros_like(bar)),
+                                      face_mask(scene.hard, learned_like(scene), options))
+
+
 # ---------------------------------------------------------------------------- colour
 
 

@@ -21,7 +21,7 @@ def media():
 
 @pytest.fixture(scope="module")
 def analyzer():
-    return faces.FaceAnalyzer(faces.AnalyzerSettings(detect_scale=1.0))
+    return faces.FaceAnalyzer(faces.AnalyzerSettings(backend="dlib", detect_scale=1.0))  # the dlib-specific tests
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_align_face_downscales_a_big_face_without_shifting_it(still_face, still)
 
 
 def test_detect_scale_finds_the_same_face(media, analyzer):
-    half = faces.FaceAnalyzer(faces.AnalyzerSettings(detect_scale=0.5))
+    half = faces.FaceAnalyzer(faces.AnalyzerSettings(backend="dlib", detect_scale=0.5))
     for name in ("WolfgangLanger_Pexels.mp4", "single_face.mp4"):
         frame = video_frame(media / name, 0)
         full, fast = analyzer.detect(frame), half.detect(frame)
@@ -118,7 +118,7 @@ def test_detect_scale_finds_the_same_face(media, analyzer):
 
 
 def test_small_faces_are_dropped_and_counted(still):
-    strict = faces.FaceAnalyzer(faces.AnalyzerSettings(detect_scale=1.0, min_face=400))
+    strict = faces.FaceAnalyzer(faces.AnalyzerSettings(backend="dlib", detect_scale=1.0, min_face=400))
     assert strict.detect_with_stats(still) == ([], 1)
 
 

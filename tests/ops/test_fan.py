@@ -144,8 +144,8 @@ def test_missing_weights_say_what_where_and_how(tmp_path, monkeypatch):
     assert fan.STATE_DICT_FILE in message and fan.WEIGHTS_URL + fan.STATE_DICT_FILE in message
     assert str(tmp_path / "checkpoints" / fan.STATE_DICT_FILE) in message
     assert "curl -L" in message and "torch.hub.load_state_dict_from_url" in message
-    # "auto" falls back to dlib, and says so.
-    auto = faces.FaceAnalyzer(faces.AnalyzerSettings(backend="auto"), fan_weights_dir=str(tmp_path))
+    # "auto" falls back (to dlib, with no MediaPipe files either), and says so.
+    auto = faces.FaceAnalyzer(faces.AnalyzerSettings(backend="auto"), fan_weights_dir=str(tmp_path), face_models_dir=str(tmp_path))
     assert auto.resolved_backend == "dlib" and auto.describe()["resolved_backend"] == "dlib"
     # No folder given: torch's hub folder, which follows TORCH_HOME.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -163,7 +163,7 @@ def test_fan_backend_on_a_real_face(fan_hub, media_dir):
     (face,) = analyzer.detect(image)
     assert face.landmarks.shape == (68, 2) and face.landmarks.dtype == np.float32
     # Random weights put the points anywhere in FAN's window, but never outside it.
-    dlib_face = faces.FaceAnalyzer(faces.AnalyzerSettings(detect_scale=1.0)).detect(image)[0]
+    dlib_face = faces.FaceAnalyzer(faces.AnalyzerSettings(backend="dlib", detect_scale=1.0)).detect(image)[0]
     assert face.bbox == dlib_face.bbox
     centre, side = fan.box_window(face.bbox)
     assert np.all(np.abs(face.landmarks - centre) <= side / 2 + 1)

@@ -115,7 +115,7 @@ def test_auto_prefers_mediapipe_when_its_files_are_present(models_dir, tmp_path)
 
 
 def test_a_frame_blazeface_misses_falls_back_to_dlib(mediapipe, frames, monkeypatch):
-    monkeypatch.setattr(mediapipe._mediapipe, "detector", lambda image: [])
+    monkeypatch.setattr(mediapipe._mediapipe, "detector", lambda image, min_face=None: [])
     found = mediapipe.detect(frames[FRAMES[0]])
     assert len(found) == 1 and found[0].dense is not None
     assert found[0].landmarks[36:42, 0].mean() < found[0].landmarks[42:48, 0].mean()
@@ -125,6 +125,73 @@ def test_facemesh_rejects_blazeface_boxes_without_a_face(mediapipe, media_dir):
     # noface_face.mov: before the face comes in, BlazeFace scores a few boxes just over its
     # threshold; FaceMesh's face-present confidence for them is near 0, and dlib finds nothing.
     frames = video_frames(media_dir / "noface_face.mov", [80, 85])
+    lenient = blazeface.BlazeFace(mediapipe.face_models_dir, min_score=0.5)  # MediaPipe's own threshold
     for frame in frames.values():
-        assert mediapipe._mediapipe.detector(frame)  # the raw detector does fire here
+        assert lenient(frame)  # the raw detector does fire here at MediaPipe's threshold
+        found, meshes = mediapipe._mediapipe.detect(frame)  # ours (0.6), then FaceMesh: nothing
+        assert found == [] and meshes == []
+        assert max(facemesh.FaceMesh(mediapipe.face_models_dir)(frame, facemesh.roi_from_detection(
+            tuple(float(v) for v in d.box), d.keypoints[[0, 1]])).presence for d in lenient(frame)) < facemesh.MIN_PRESENCE
         assert mediapipe.detect(frame) == []
+
+
+def test_windows_cover_every_face_size_down_to_min_face():
+    wins = blazeface.windows(1080, 1920, 40)
+    assert wins[0] == (0, 0, 1920, 1080)
+    for x0, y0, x1, y1 in wins:
+        assert 0 <= x0 < x1 <= 1920 and 0 <= y0 < y1 <= 1080
+    tiles = sorted({x1 - x0 for x0, y0, x1, y1 in wins[1:] if x1 - x0 == y1 - y0})
+    assert tiles[0] == 384 and all(b == 2 * a for a, b in zip(tiles, tiles[1:]))  # 40 px -> 20 input px
+    # Any face from 40 px up lies whole inside a tile of a level that sees it (side <= 9.6x the
+    # face, overlap T/4): check a grid of positions.
+    for size in (40, 90, 150, 300):
+        for x in range(0, 1920 - size, 97):
+            for y in range(0, 1080 - size, 89):
+                assert any(x0 <= x and y0 <= y and x + size <= x1 and y + size <= y1 and x1 - x0 <= 9.6 * size
+                           for x0, y0, x1, y1 in wins)
+    assert blazeface.windows(360, 640, None) == [(0, 0, 640, 360)]  # without min_face: the whole frame only
+
+
+def test_small_faces_in_a_large_photo_are_found_down_to_min_face(mediapipe, frames):
+    """Faces of 50-110 px in a 1920x1080 photo: ~5-11 px of the model's input if it saw the whole
+    photo. The tiles that min_face sets find every one."""
+    import cv2
+
+    face = frames[FRAMES[0]]  # 640x360, one face ~190 px wide
+    canvas = np.full((1080, 1920, 3), 120, np.uint8)
+    placed = []
+    for i, width in enumerate((50, 60, 75, 90, 110)):
+        small = cv2.resize(face, None, fx=width / 190, fy=width / 190, interpolation=cv2.INTER_AREA)
+        x, y = 10 + i * 380, 150 + (i % 2) * 450
+        canvas[y:y + small.shape[0], x:x + small.shape[1]] = small
+        placed.append((x, y, x + small.shape[1], y + small.shape[0]))
+    whole = mediapipe._mediapipe.detector(canvas)
+    tiled = mediapipe._mediapipe.detector(canvas, min_face=40)
+    assert len(whole) < 5 and len(tiled) == 5
+    for x0, y0, x1, y1 in placed:  # each detection inside the picture it came from
+        assert sum(x0 <= d.box[0] + (d.box[2] - d.box[0]) / 2 <= x1 and y0 <= d.box[1] + (d.box[3] - d.box[1]) / 2 <= y1
+                   for d in tiled) == 1
+
+
+def test_worker_processes_give_the_serial_records(models_dir, frames, tmp_path, monkeypatch):
+    import hashlib
+
+    from swapline.ops import extract
+    from swapline.ops.images import encode_jpeg
+
+    entries = []
+    for index, frame in frames.items():
+        data = encode_jpeg(frame)
+        (tmp_path / f"{index}.jpg").write_bytes(data)
+        entries.append({"index": index, "timestamp": index / 24, "file": f"{index}.jpg",
+                        "sha256": hashlib.sha256(data).hexdigest(), "photo": ""})
+    analyzer = faces.FaceAnalyzer(faces.AnalyzerSettings(backend="auto"), face_models_dir=str(models_dir))
+    assert analyzer.resolved_backend == "mediapipe"
+    options = {"identity": "a", "source": "s", "reference": None, "max_distance": 0.6}
+    serial, serial_stats = extract.extract_faces(tmp_path, {"frames": entries}, analyzer, workers=1, **options)
+    monkeypatch.setattr(extract, "POOL_MIN_FRAMES", 1)
+    monkeypatch.setattr(extract, "CHUNK_FRAMES", 2)
+    pooled, stats = extract.extract_faces(tmp_path, {"frames": entries}, analyzer, workers=2, **options)
+    assert stats["workers"] == 2 and serial_stats["workers"] == 1 and len(serial) == len(frames)
+    for a, b in zip(pooled, serial):
+        assert a.face_id == b.face_id and np.array_equal(a.landmarks, b.landmarks) and a.image == b.image
