@@ -67,9 +67,10 @@ def letterbox(image: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, np
 
 def decode(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchor_xy: np.ndarray,
            size: int = INPUT_SIZE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(boxes (N, 4) x0 y0 x1 y1, keypoints (N, 6, 2), scores (N,)), in 0..1 input units.
-    Regressions are input px offsets from the anchor centre (box size in px, not log-scaled)."""
-    raw = raw_boxes.reshape(-1, 2 + NUM_KEYPOINTS, 2) / size
+    """(boxes (N, 4) x0 y0 x1 y1, keypoints (N, K, 2), scores (N,)), in 0..1 input units; K from
+    the regressions' width (4 + 2K: BlazeFace 6, BlazePalm 7). Regressions are input px offsets
+    from the anchor centre (box size in px, not log-scaled)."""
+    raw = raw_boxes.reshape(len(anchor_xy), -1, 2) / size  # (N, 2 + K, 2): centre, size, keypoints
     centre = raw[:, 0] + anchor_xy
     half = raw[:, 1] / 2.0
     boxes = np.concatenate([centre - half, centre + half], axis=1)
@@ -116,11 +117,7 @@ class BlazeFace:
         self.min_score = min_score
         self.size = self.model.input_shape[1]
         self.anchor_xy = anchors(self.size)
-        # The anchor layout must match what the model emits, else every box is decoded wrongly.
-        counts = {shape[1] for shape in self.model.output_shapes}
-        if counts != {len(self.anchor_xy)}:
-            raise ValueError(f"{tflite.DETECTOR_FILE}: outputs {self.model.output_shapes} do not match "
-                             f"{len(self.anchor_xy)} anchors (stride {STRIDE} on {self.size} px)")
+        check_anchors(self.model, self.anchor_xy, tflite.DETECTOR_FILE, f"stride {STRIDE} on {self.size} px")
 
     def __call__(self, image: np.ndarray, min_face: float | None = None) -> list[Detection]:
         """Faces of `image`; with `min_face` (source px), down to that size: the image is also
@@ -143,13 +140,27 @@ class BlazeFace:
     def _window(self, image: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
         """(box (4,), keypoints (6, 2), score) in the window's px, merged within it."""
         tensor, scale, pad = letterbox(image, self.size)
-        outputs = self.model(tensor[None])
-        raw_boxes = next(o for o in outputs if o.shape[-1] == 4 + 2 * NUM_KEYPOINTS)
-        raw_scores = next(o for o in outputs if o.shape[-1] == 1)
-        boxes, keypoints, scores = decode(raw_boxes, raw_scores, self.anchor_xy, self.size)
-        keep = (scores >= self.min_score) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        return [(((box.reshape(2, 2) * self.size - pad) / scale).ravel(), (points * self.size - pad) / scale, score)
-                for box, points, score in weighted_nms(boxes[keep], keypoints[keep], scores[keep])]
+        return ssd_detections(self.model(tensor[None]), decode, self.anchor_xy, self.size, self.min_score, scale, pad)
+
+
+def check_anchors(model, anchor_xy: np.ndarray, name: str, layout: str) -> None:
+    """The anchor layout must match what the model emits, else every box is decoded wrongly."""
+    counts = {shape[1] for shape in model.output_shapes}
+    if counts != {len(anchor_xy)}:
+        raise ValueError(f"{name}: outputs {model.output_shapes} do not match {len(anchor_xy)} anchors ({layout})")
+
+
+def ssd_detections(outputs: list[np.ndarray], decode_fn, anchor_xy: np.ndarray, size: int, min_score: float,
+                   scale: np.ndarray, pad: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """A BlazeFace-family model's outputs (regressions (1, N, 4 + 2K), scores (1, N, 1)) as
+    (box (4,), keypoints (K, 2), score) in the letterboxed image's source px (`letterbox`'s
+    scale and pad), merged by weighted NMS. `decode_fn`: the model's `decode`."""
+    raw_scores = next(o for o in outputs if o.shape[-1] == 1)
+    raw_boxes = next(o for o in outputs if o.shape[-1] != 1)
+    boxes, keypoints, scores = decode_fn(raw_boxes, raw_scores, anchor_xy, size)
+    keep = (scores >= min_score) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return [(((box.reshape(2, 2) * size - pad) / scale).ravel(), (points * size - pad) / scale, score)
+            for box, points, score in weighted_nms(boxes[keep], keypoints[keep], scores[keep])]
 
 
 def windows(height: int, width: int, min_face: float | None, size: int = INPUT_SIZE) -> list[tuple[int, int, int, int]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import socket
 import threading
 from pathlib import Path
 
@@ -101,3 +102,15 @@ def structured_faces(n: int, size: int, seed: int) -> np.ndarray:
         blob = np.exp(-((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / 0.02)[..., None]
         out.append(((img * (1 - blob) + blob) * 255).round().astype(np.uint8))
     return np.stack(out)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any connection attempt fails the test: nothing may download a model or weights."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    return refuse

@@ -6,8 +6,6 @@ and range) and constant networks whose raw output is hand-built (so the answer i
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pytest
 import torch
@@ -19,15 +17,7 @@ from tests.conftest import video_frames
 ROWS = {s: 2 * (640 // s) ** 2 for s in scrfd.STRIDES}  # anchors per stride: 12800, 3200, 800
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any connection attempt fails the test: nothing here may download a model."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+pytestmark = pytest.mark.usefixtures("no_network")  # nothing here may download a model (tests/conftest.py)
 
 
 def export(net: nn.Module, example: torch.Tensor, path, input_name: str, output_names: list[str]) -> None:
