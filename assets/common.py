@@ -14,9 +14,9 @@ from swapline.ops.storage import hash_json
 ALGORITHM = {
     "source_media": "1",
     "target_video": "2",  # header only: the full decode moved to target_faces
-    "target_faces": "1",
+    "target_faces": "2",  # mediapipe: tiles down to min_face, min score 0.6
     "frames": "1",
-    "aligned_faces": "1",
+    "aligned_faces": "2",  # mediapipe: tiles down to min_face, min score 0.6
     "faceset": "1",
     "face_model": "1",
     "converted_video": "2",  # renders from target_faces' table, detects nothing

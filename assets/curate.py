@@ -74,7 +74,7 @@ def faceset_asset(project: Project, identity: str) -> dg.AssetsDefinition:
         # The per-face GX suite is Python-bound while the rest is mostly reading, writing and
         # hashing (which release the GIL): run beside it on the second core.
         checks_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faceset-gx")
-        per_face = checks_pool.submit(validate_faces, kept, project.checks) if len(kept) else None
+        per_face = checks_pool.submit(validate_faces, kept.copy(), project.checks) if len(kept) else None  # its own copy: pandas is not thread-safe
         checks_pool.shutdown(wait=False)
         # A face's name by content: its source's extraction settings and its face_id.
         source_keys = {source: faces[source].manifest().get("cache_key", faces[source].version) for source in present}

@@ -56,8 +56,10 @@ def read_candidates(files: list, previous: Path | None) -> Any:
     import pandas as pd
 
     index_of = {file.key: index for index, file in enumerate(files)}
+    if len(index_of) != len(files):  # a key names what rows derive from: two files cannot share one
+        raise ValueError(f"face files with the same key: {sorted(k for k in index_of if sum(f.key == k for f in files) > 1)}")
     parts, known = [], set()
-    if previous is not None and Path(previous).is_file() and len(index_of) == len(files):
+    if previous is not None and Path(previous).is_file():
         stored = pd.read_parquet(previous)
         stored = stored[stored["file_key"].isin(index_of)]
         known = set(stored["file_key"])

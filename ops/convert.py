@@ -30,7 +30,7 @@ from swapline.ops.convert_options import ConvertOptions
 from swapline.ops.detections import DetectionCache, IdentityGate
 from swapline.ops.faces import align_face, alignment_matrix, hull_mask, transform_points
 from swapline.ops.media import iter_timed, probe, stream_format, write_video
-from swapline.ops.occlusion import Occlusion, default_names, overlay, to_frame
+from swapline.ops.occlusion import Occlusion, interior, overlay, to_frame
 from swapline.ops.provenance import draw_mark
 from swapline.ops.temporal import ColorStatsSmoother, FaceTracker, landmark_jitter
 
@@ -96,7 +96,7 @@ class Converter:
         self.colors = (ColorStatsSmoother(), ColorStatsSmoother())  # swapped face, original face
         self.planned, self.detections_run = planned, 0
         # Loads the hand models now: a missing file fails before any frame is converted.
-        self.occlusion = Occlusion(default_names(models_dir), models_dir) if options.mask == "occlusion" else None
+        self.occlusion = Occlusion(options.occluders(), models_dir) if options.mask == "occlusion" else None
 
     def detect(self, frame: _Frame) -> list:
         if not frame.in_range:
@@ -134,7 +134,7 @@ class Converter:
         occluders = {}  # frame position -> (H, W) occluder; once per frame, in order (hand tracking keeps state)
         for (k, face, matrix, crop, hull), swapped, learned_mask in zip(jobs, rgb, learned):
             if self.occlusion is not None and k not in occluders:
-                occluders[k] = self.occlusion.frame_mask(batch[k][0].rgb, [f.bbox for f in batch[k][1]])
+                occluders[k] = self.occlusion.frame_mask(batch[k][0].rgb, [f.bbox for f in batch[k][1]], batch[k][0].index)
             outputs[k] = self._blend(batch[k][0], outputs[k], face, matrix, crop, hull, swapped, learned_mask,
                                      occluders.get(k))
             stats.faces += 1
@@ -145,7 +145,8 @@ class Converter:
     def _blend(self, frame: _Frame, canvas, face, matrix, crop, hull, swapped, learned_mask, occluder=None) -> np.ndarray:
         cut = None
         if self.occlusion is not None:  # the frame's occluder in this face's crop, held for its track
-            cut = self.occlusion.crop_mask(occluder, matrix, self.size, face.track_id, float(frame.time), crop)  # (S,S)
+            inside = interior(hull, self.blend_options.feather) if self.occlusion.crop_occluders else None
+            cut = self.occlusion.crop_mask(occluder, matrix, self.size, face.track_id, float(frame.time), crop, inside)  # (S,S)
         mask = face_mask(hull, learned_mask, self.blend_options, cut)  # (S,S)
         if cut is not None and self.options.side_by_side:
             shown = np.stack([to_frame(mask, matrix, frame.rgb.shape), to_frame(cut, matrix, frame.rgb.shape)], axis=-1)

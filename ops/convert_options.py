@@ -21,6 +21,9 @@ class ConvertOptions(BaseModel):
         "the hull minus what covers the face (hands, found by MediaPipe Hands: its models are fetched at set-up by "
         "`python -m swapline.face_models`), held over a few frames so it does not flicker. With side_by_side the "
         "original half then shows the mask used (green) and the cut (red).")
+    face_parser: bool = Field(default=False, description="With mask 'occlusion', also cut what a user-placed face "
+                              "parser (bisenet_resnet_34.onnx or xseg.onnx in the face models folder; never downloaded) "
+                              "says is not face: a microphone, food, hair over the face.")
     erosion: int = Field(default=0, ge=-32, le=32, description="Shrink (+) or grow (-) the mask by this many face px.")
     feather: int = Field(default=9, ge=0, le=64, description="Width of the mask's soft edge, in face px.")
     color_match: Literal["none", "mean_std", "histogram", "seamless"] = Field(
@@ -51,7 +54,14 @@ class ConvertOptions(BaseModel):
     def output_settings(self) -> dict:
         """The options that change the rendered video: the conversion's code version. Batch size
         and threads change only speed, so changing them leaves the video fresh."""
-        return {k: v for k, v in self.model_dump(mode="json").items() if k not in SPEED_ONLY}
+        settings = {k: v for k, v in self.model_dump(mode="json").items() if k not in SPEED_ONLY}
+        if not self.face_parser:  # added later: left out at its default, so existing conversions stay fresh
+            settings.pop("face_parser")
+        return settings
+
+    def occluders(self) -> tuple[str, ...]:
+        """What `mask: occlusion` cuts (ops/occlusion.py registries)."""
+        return ("hands", "face_parsing") if self.face_parser else ("hands",)
 
     def blend(self):
         from swapline.ops.blend import BlendOptions

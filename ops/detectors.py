@@ -1,8 +1,9 @@
 """Face box detectors, by name: the `extraction.detector` setting (ops.faces.AnalyzerSettings).
 
 Each takes an RGB uint8 image, the upsampling passes (dlib's) and the face-models folder, and
-returns [((x0, y0, x1, y1) px, right/bottom exclusive, score)]. Run them under LOCK: dlib's
-detectors keep their image pyramid in the object, so one call at a time per process.
+returns [((x0, y0, x1, y1) px, right/bottom exclusive, score)]. dlib's detectors keep their
+image pyramid in the object, so they run under LOCK, one call at a time per process; an
+onnxruntime session is safe to call from several threads.
 """
 
 from __future__ import annotations
@@ -32,13 +33,15 @@ def _cnn_detector() -> Any:
 
 
 def _hog(image: np.ndarray, upsample: int, _models_dir: str) -> list:
-    rects, scores, _ = _hog_detector().run(image, upsample, 0.0)
+    with LOCK:
+        rects, scores, _ = _hog_detector().run(image, upsample, 0.0)
     return [((r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(s)) for r, s in zip(rects, scores)]
 
 
 def _mmod(image: np.ndarray, upsample: int, _models_dir: str) -> list:
-    return [((d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1), float(d.confidence))
-            for d in _cnn_detector()(image, upsample)]
+    with LOCK:
+        found = _cnn_detector()(image, upsample)
+    return [((d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1), float(d.confidence)) for d in found]
 
 
 def _scrfd(image: np.ndarray, _upsample: int, models_dir: str) -> list:

@@ -218,8 +218,11 @@ def _run_threads(analyzer, job: _Job, todo: list[tuple[int, dict]], workers: int
     """Yield (position, records, stats) per frame, in order, analysed by `workers` threads."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="extract") as pool:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="extract")
+    try:
         yield from pool.map(lambda item: (item[0], *_analyse(analyzer, job, item[1])), todo)
+    finally:  # a failure (or a consumer that stops) cancels the frames not started
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_pool(settings, models_dir: str, job: _Job, todo: list[tuple[int, dict]], workers: int):

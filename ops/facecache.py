@@ -41,7 +41,7 @@ from typing import Any, Callable
 import numpy as np
 
 from swapline.ops import facetable
-from swapline.ops.storage import hash_json
+from swapline.ops.storage import hash_json, link_or_copy
 
 logger = logging.getLogger(__name__)
 
@@ -201,15 +201,8 @@ class PhotoCache:
     def fetch(self, sha: str, dest: Path) -> bool:
         """Place the cached photo at `dest` (in an existing private build folder); False when it
         is not cached. One system call for a hit: a refresh places every photo of a source."""
-        try:
-            os.link(self.path(sha), dest)
-        except FileNotFoundError:
+        if not link_or_copy(self.path(sha), dest, make_parent=False):
             return False
-        except OSError:  # another filesystem, or one without hard links
-            try:
-                shutil.copyfile(self.path(sha), dest)
-            except FileNotFoundError:
-                return False
         self.hits += 1
         return True
 

@@ -148,7 +148,12 @@ class FaceAnalyzer:
         """The settings plus the landmark model actually used, for manifests and metadata."""
         model = (self._fan.weights.name if self._fan is not None else "mediapipe face_detection_full_range + face_landmark (468 -> 68)"
                  if self._mediapipe is not None else "dlib shape_predictor_68_face_landmarks")
-        return {**self.settings.as_dict(), "resolved_backend": self.resolved_backend, "landmark_model": model}
+        described = {**self.settings.as_dict(), "resolved_backend": self.resolved_backend, "landmark_model": model}
+        if self._mediapipe is not None:  # what decides which faces it finds (the face cache's key follows it)
+            from swapline.ops import blazeface
+
+            described["detector_version"] = {"min_score": blazeface.MIN_SCORE, "min_input_face": blazeface.MIN_INPUT_FACE}
+        return described
 
     def detect(self, image_rgb: np.ndarray) -> list[DetectedFace]:
         """Faces largest first; those narrower than `min_face` source px are left out."""
@@ -217,10 +222,9 @@ class FaceAnalyzer:
             sx, sy = image.shape[1] / size[0], image.shape[0] / size[1]
         else:
             sx = sy = 1.0
-        # dlib's detectors keep their image pyramid in the object: one call at a time (threads
-        # extracting a refresh's few photos share them; landmarks and the rest run in parallel).
-        with detectors.LOCK:
-            found = detectors.DETECTORS[self.settings.detector](small, self.settings.upsample, self.face_models_dir)
+        # Threads extracting a refresh's few photos share the detector (dlib's take a lock in
+        # ops/detectors.py); landmarks and the rest run in parallel.
+        found = detectors.DETECTORS[self.settings.detector](small, self.settings.upsample, self.face_models_dir)
         return [((x0 * sx, y0 * sy, x1 * sx, y1 * sy), score) for (x0, y0, x1, y1), score in found]
 
     def embed(self, image_rgb: np.ndarray, face: DetectedFace) -> np.ndarray:

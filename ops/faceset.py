@@ -186,11 +186,6 @@ def rows_content(rows: Any, source_keys: dict[str, str]) -> list[str]:
     return [f"{source_keys[source]}:{face_id}" for source, face_id in zip(rows["source"], rows["face_id"])]
 
 
-def rows_key(rows: Any, files: list[FaceFile]) -> str:
-    """What a list of read_metadata rows (e.g. a contact sheet's faces) shows, by content."""
-    return hash_json([[files[int(f)].key, int(r)] for f, r in zip(rows["_file"], rows["_row"])])[:16]
-
-
 def write_faceset(folder: Path, kept: Any, files: list[FaceFile], previous: dict[str, Path]) -> dict[str, int]:
     """The kept faces as a segment folder: one segment per source file with kept faces, in
     source and frame order, keyed by that file and the rows kept of it. A key the previous

@@ -69,8 +69,9 @@ def _by_content(analyzer, rows, cache_dir: Path | None, load: Callable[[Any], An
             found[index] = embedding
     missing = [i for i in range(len(rows)) if i not in found]
     if missing:
-        # A face whose file was rewritten (its segment gained faces) has a new content key but
-        # the same crop: the crop-keyed entry serves it, at the cost of reading that image.
+        # A face new to this cache by content name (a faceset built before names were kept, or
+        # one whose crop an older sample embedded) may still be known by its crop: that entry
+        # serves it, at the cost of reading the image.
         for index, row in zip(missing, load(rows.iloc[missing]).itertuples()):
             found[index] = _cached_embedding(analyzer, row, cache_dir)
             _save(paths[index], found[index])

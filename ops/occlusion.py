@@ -4,8 +4,8 @@
   an RGB frame (H, W, 3) uint8 and its faces' boxes to an occluder mask (H, W) float32 in 0..1,
   frame px (the boxes say where to look: only what covers a face matters). Only
   "hands" (MediaPipe Hands, ops.hands) ships. `CROP_OCCLUDERS` is the same per face crop:
-  the plug for a user-supplied face parser (no face-parsing weights come with any package
-  set-up may fetch), empty for now.
+  "face_parsing", a user-supplied face parser (no face-parsing weights come with any package
+  set-up may fetch; `face_parser: true` in the conversion's options).
 * `Occlusion`: the converter's per-video helper: the union of the occluders on a frame, warped
   into each face's crop, held over time per face track (`OccluderSmoother`).
 * `cut_occluder`: how `blend.face_mask` subtracts one before feathering.
@@ -32,41 +32,55 @@ FADE_S = 0.15  # ... then fades out over this long (the change per frame stays b
 FORGET_S = 2.0  # a track unseen this long is dropped (it has ended)
 
 
-def _hands(models_dir: str) -> FrameOccluder:
-    from swapline.ops.hands import HandTracker, hand_mask
+class _Hands:
+    """The "hands" occluder: MediaPipe Hands followed from frame to frame (`reset` after a jump)."""
 
-    tracker = HandTracker(models_dir)
-    return lambda rgb, faces: hand_mask(rgb.shape, tracker(rgb, faces))
+    def __init__(self, models_dir: str) -> None:
+        from swapline.ops.hands import HandTracker
+
+        self.tracker = HandTracker(models_dir)
+        self.reset = self.tracker.reset
+
+    def __call__(self, rgb: np.ndarray, faces: list | None) -> np.ndarray:
+        from swapline.ops.hands import hand_mask
+
+        return hand_mask(rgb.shape, self.tracker(rgb, faces))
+
+
+def _hands(models_dir: str) -> FrameOccluder:
+    return _Hands(models_dir)
 
 
 # Occluders found on the whole frame, by name; every occluder asked for is unioned.
 OCCLUDERS: dict[str, Callable[[str], FrameOccluder]] = {
     "hands": _hands,
 }
+PARSERS = ("bisenet", "xseg")  # ops/onnx_models.py names, in order of preference
+
+
 def _face_parsing(models_dir: str) -> CropOccluder:
     """Whatever a user-placed face parser (BiSeNet, else XSeg) says is not visible face: a
-    microphone, food, hair over the face. Missing: OnnxModelMissing names the file."""
+    microphone, food, hair over the face. Neither placed: OnnxModelMissing names the file."""
     from swapline.ops import onnx_models
     from swapline.ops.face_parsing import FaceParser
 
     placed = onnx_models.available(models_dir or None)
-    kind = next((k for k in PARSERS if k in placed), PARSERS[0])
-    parser = FaceParser(models_dir or None, kind)
+    parser = FaceParser(models_dir or None, next((k for k in PARSERS if k in placed), PARSERS[0]))
     return lambda crop: 1.0 - parser(crop)
 
 
-PARSERS = ("bisenet", "xseg")  # ops/onnx_models.py names, in order of preference
-# Occluders found per face in its aligned crop, by name: a user-supplied face-parsing ONNX model
-# (ops/face_parsing.FaceParser; its file placed by the user, never downloaded).
+# Occluders found per face in its aligned crop, by name (ConvertOptions.face_parser asks for it).
 CROP_OCCLUDERS: dict[str, Callable[[str], CropOccluder]] = {"face_parsing": _face_parsing}
 
 
-def default_names(models_dir: str = "") -> tuple[str, ...]:
-    """The occluders `mask: occlusion` uses: hands always, and the face parser when one is placed."""
-    from swapline.ops import onnx_models
+def interior(hull: np.ndarray, feather: int) -> np.ndarray:
+    """(S, S) float32: the hull shrunk by the margin `cut_occluder` grows a cut by, so a crop
+    occluder's cut stays inside the face after growing."""
+    import cv2
 
-    placed = onnx_models.available(models_dir or None)
-    return ("hands", "face_parsing") if any(k in placed for k in PARSERS) else ("hands",)
+    grow = round(2 * feather / 3)
+    hull = np.asarray(hull, np.float32)
+    return cv2.erode(hull, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2)) if grow > 0 else hull
 
 
 def cut_occluder(mask: np.ndarray, occluder: np.ndarray, feather: int) -> np.ndarray:
@@ -129,22 +143,32 @@ class Occlusion:
         self.occluders = [OCCLUDERS[name](models_dir) for name in names if name in OCCLUDERS]
         self.crop_occluders = [CROP_OCCLUDERS[name](models_dir) for name in names if name in CROP_OCCLUDERS]
         self.smoother = OccluderSmoother()
+        self.last_index: int | None = None
 
-    def frame_mask(self, rgb: np.ndarray, faces: list | None = None) -> np.ndarray:
+    def frame_mask(self, rgb: np.ndarray, faces: list | None = None, index: int | None = None) -> np.ndarray:
         """(H, W) float32: the union of every occluder on this frame; `faces`: boxes (x0, y0,
-        x1, y1 frame px) of the faces to be blended (None: look everywhere)."""
+        x1, y1 frame px) of the faces to be blended (None: look everywhere). `index`: the
+        frame's number; after a gap (frames without a face to blend, outside start/end) the
+        trackers start afresh instead of carrying a hand's place across it."""
+        if index is not None and self.last_index is not None and index != self.last_index + 1:
+            for occluder in self.occluders:
+                getattr(occluder, "reset", lambda: None)()
+        self.last_index = index
         out = np.zeros(rgb.shape[:2], np.float32)
         for occluder in self.occluders:
             np.maximum(out, occluder(rgb, faces), out=out)
         return out
 
     def crop_mask(self, frame_mask: np.ndarray | None, matrix: np.ndarray, size: int, track_id: int,
-                  t: float, crop: np.ndarray | None = None) -> np.ndarray:
+                  t: float, crop: np.ndarray | None = None, inside: np.ndarray | None = None) -> np.ndarray:
         """(S, S) float32: the frame occluder warped into a face's crop (`matrix` 2x3 frame ->
-        crop), with the crop occluders' masks of `crop` (S, S, 3), held over time for its track."""
+        crop), with the crop occluders' masks of `crop` (S, S, 3), held over time for its track.
+        `inside` (S, S): where a crop occluder counts (`interior`): a parser calls background
+        and neck "not face" too, and cut (then grown) there it would shrink the whole mask."""
         cut = warp_to_crop(frame_mask, matrix, size)
         for occluder in self.crop_occluders if crop is not None else []:
-            np.maximum(cut, occluder(crop), out=cut)
+            part = occluder(crop)
+            np.maximum(cut, part if inside is None else part * inside, out=cut)
         return self.smoother(track_id, t, cut)
 
 

@@ -102,10 +102,12 @@ def atomic_file(path: str | Path, suffix: str = "") -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
-def link_or_copy(src: Path, dest: Path) -> bool:
+def link_or_copy(src: Path, dest: Path, make_parent: bool = True) -> bool:
     """Hard-link (or, across filesystems, copy) a published file into a version being built;
-    False when it is gone (gc removed its version meanwhile): the caller makes it afresh."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    False when it is gone (gc removed its version meanwhile): the caller makes it afresh.
+    `make_parent=False`: the caller made the folder (one system call per file, for thousands)."""
+    if make_parent:
+        dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dest)
     except FileNotFoundError:

@@ -237,3 +237,17 @@ def test_a_conversion_with_mask_occlusion_leaves_the_fingers(media_dir, models_d
         changed[mask] = float((diff[truth] > 24).mean())
     logger.info("labelled hand pixels changed in the converted frame %d: %s", index, changed)
     assert changed["hull"] > 0.25 and changed["occlusion"] < 0.03
+
+
+def test_a_jump_in_frames_starts_the_hand_tracking_afresh(models_dir, clip_frames, faces):
+    """Frames the converter does not blend (no face to swap, outside start/end) never reach the
+    tracker: after such a gap a hand's old place is not carried over."""
+    occ = occlusion.Occlusion(("hands",), str(models_dir))
+    tracker, resets = occ.occluders[0].tracker, []
+    real_reset = tracker.reset
+    occ.occluders[0].reset = lambda: resets.append(len(tracker._rois)) or real_reset()
+    for index in range(FIRST_HAND, HAND_FRAMES[0] + 1):  # consecutive: the hand is followed
+        occ.frame_mask(clip_frames[index], [faces[index].bbox], index)
+    assert tracker._rois and resets == []
+    occ.frame_mask(clip_frames[HAND_FRAMES[-1]], [faces[HAND_FRAMES[-1]].bbox], HAND_FRAMES[-1])
+    assert resets and resets[0] > 0  # the jump dropped the followed hand's place before this frame

@@ -311,16 +311,27 @@ def test_scrfd_as_the_analyzers_detector(tmp_path, frame):
 
 
 def test_a_placed_parser_cuts_what_is_not_face_from_the_occlusion_mask(tmp_path, frame):
-    """`mask: occlusion` with a user's BiSeNet placed: its non-face pixels (here, a constant map:
-    hair over the right half) are cut in the face's crop, beside the hands."""
+    """`mask: occlusion` with `face_parser: true` and a user's BiSeNet placed: its non-face
+    pixels (here, a constant map: hair over the right half) are cut in the face's crop."""
     from swapline.ops import occlusion
+    from swapline.ops.convert_options import ConvertOptions
 
-    assert occlusion.default_names(str(tmp_path)) == ("hands",)  # nothing placed: hands only
+    assert ConvertOptions(mask="occlusion").occluders() == ("hands",)
+    options = ConvertOptions(mask="occlusion", face_parser=True)
+    assert options.occluders() == ("hands", "face_parsing") and options.output_settings()["face_parser"] is True
+    assert "face_parser" not in ConvertOptions().output_settings()  # existing conversions keep their version
+    with pytest.raises(onnx_models.OnnxModelMissing):
+        occlusion.Occlusion(("face_parsing",), str(tmp_path))  # asked for, not placed: refused up front
     logits = np.zeros((1, 19, 512, 512), np.float32)
     logits[0, 1, :, :256] = logits[0, 17, :, 256:] = 5.0  # skin | hair
     export(Constant(logits), torch.zeros(1, 3, 512, 512), tmp_path / "bisenet_resnet_34.onnx", "input", ["output"])
-    assert occlusion.default_names(str(tmp_path)) == ("hands", "face_parsing")
     parsing = occlusion.Occlusion(("face_parsing",), str(tmp_path))
     crop = np.ascontiguousarray(frame[:128, 200:328])
     cut = parsing.crop_mask(None, np.eye(2, 3), 128, track_id=0, t=0.0, crop=crop)
     assert cut.shape == (128, 128) and (cut[:, :60] == 0).all() and (cut[:, 68:] == 1).all()
+    # Limited to the inside of the face: the parser's "not face" around it is not cut.
+    hull = np.zeros((128, 128), np.float32)
+    hull[20:108, 20:108] = 1.0
+    inside = occlusion.interior(hull, 9)
+    kept = parsing.crop_mask(None, np.eye(2, 3), 128, track_id=1, t=0.0, crop=crop, inside=inside)
+    assert (kept[:, 110:] == 0).all() and (kept[30:98, 68:98] == 1).all() and inside[20:26].sum() == 0
