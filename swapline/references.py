@@ -3,8 +3,8 @@ project's extraction settings. Extraction embeds the largest face of each refere
 group photo would make someone else the reference, and a photo without a face would fail only
 when the run reaches it; both are reported here, by identity, index, file and face count.
 
-The dlib detector is used whatever `extraction.backend` says: it needs no downloaded weights,
-and the question is only how many faces a photo shows.
+The analyzer is the run's: the project's extraction settings, `auto` resolved as extraction
+resolves it, so a photo passes here exactly when the run can use it.
 """
 
 from __future__ import annotations
@@ -30,8 +30,11 @@ def reference_problems(project) -> list[str]:
     from swapline.ops.faces import AnalyzerSettings, FaceAnalyzer
     from swapline.ops.images import BadMedia, load_image
 
-    settings = AnalyzerSettings.of(project.extraction).model_copy(update={"backend": "dlib"})
-    analyzer = FaceAnalyzer(settings)
+    settings = AnalyzerSettings.of(project.extraction)
+    try:
+        analyzer = FaceAnalyzer(settings)
+    except FileNotFoundError as exc:  # a backend's or detector's model file not set up: its message says where
+        return [f"extraction.backend {settings.backend!r} cannot start: {exc}"]
     problems = []
     for name, j, photo in photos:
         where = f"identities.{name}.reference_photos[{j}] ({photo.name})"

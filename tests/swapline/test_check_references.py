@@ -16,7 +16,7 @@ from tests.conftest import CONSENT
 def project_with(media_dir, tmp_path):
     """Write a project whose one identity has these demo stills as reference photos; its path."""
 
-    def write(*references: str):
+    def write(*references: str, backend: str = "dlib"):
         import yaml
 
         for name in references:
@@ -25,7 +25,7 @@ def project_with(media_dir, tmp_path):
         path.write_text(yaml.safe_dump({
             "identities": {"ben": {"consent": CONSENT, "sources": [{"video": str(media_dir / "single_face.mp4")}],
                                    "reference_photos": list(references)}},
-            "extraction": {"backend": "dlib"},
+            "extraction": {"backend": backend},
         }))
         return path
 
@@ -40,6 +40,22 @@ def test_a_group_photo_and_a_photo_without_a_face_are_errors(project_with, capsy
     assert "identities.ben.reference_photos[1] (multi_face.jpg): shows 3 faces" in err
     assert "identities.ben.reference_photos[2] (BWPictureHuman.jpg): shows no face" in err
     assert "single_face.jpg" not in err  # the good one is not blamed
+
+
+def test_the_check_counts_faces_with_the_backend_the_run_uses(project_with, capsys, monkeypatch, tmp_path_factory):
+    """The default backend (auto: mediapipe once set up) finds all five faces of the group photo
+    (dlib's HOG three); the run would use the same. Its files missing: the check says so."""
+    from swapline import face_models
+    from swapline.ops import tflite
+
+    if not tflite.models_present():  # a private copy, fetched as set-up does
+        monkeypatch.setenv(tflite.ENV_DIR, str(face_models.fetch(tmp_path_factory.mktemp("face_models"))))
+    assert main(["check", "--project", str(project_with("single_face.jpg", "multi_face.jpg", backend="auto"))]) == 2
+    assert "(multi_face.jpg): shows 5 faces" in capsys.readouterr().err
+    monkeypatch.setenv(tflite.ENV_DIR, str(tmp_path_factory.mktemp("empty")))
+    assert main(["check", "--project", str(project_with("single_face.jpg", backend="mediapipe"))]) == 2
+    err = capsys.readouterr().err
+    assert "extraction.backend 'mediapipe' cannot start" in err and tflite.DETECTOR_FILE in err
 
 
 def test_one_face_per_reference_photo_passes(project_with, capsys):
