@@ -123,15 +123,16 @@ def _sheet(current: Published | None, best, files, faces: list[str]) -> bytes:
     """The contact sheet of `best` (named `faces`): the previous version's when it shows the
     same faces, else drawn with the cells of the faces it shows cut from it (same pixels), so
     only the new faces' crops are read and decoded."""
-    old_png = current.path / "contact_sheet.png" if current else None
     previous = None
-    if current is not None and old_png is not None and old_png.is_file():
-        previous = (old_png.read_bytes(), current.manifest().get("sheet_faces", []))
+    if current is not None and (current.path / "contact_sheet.png").is_file():
+        previous = ((current.path / "contact_sheet.png").read_bytes(), current.manifest().get("sheet_faces", []))
         if previous[1] == faces:
             return previous[0]
 
     def crops(wanted: list[str]) -> dict:
-        rows = best[[face in set(wanted) for face in faces]]
-        return dict(zip((face for face in faces if face in set(wanted)), map(decode_image, with_images(rows, files)["image"])))
+        wanted_set = set(wanted)
+        chosen = [face in wanted_set for face in faces]
+        return dict(zip((face for face, keep in zip(faces, chosen) if keep),
+                        map(decode_image, with_images(best[chosen], files)["image"])))
 
     return render_sheet(crops, faces, previous)

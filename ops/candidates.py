@@ -38,13 +38,11 @@ def landmarks_in_box(landmarks: Any, bbox: Any) -> np.ndarray:
 
 def file_candidates(path: Path, key: str) -> Any:
     """The candidate rows of one face-table file: COLUMNS, landmarks_in_box, file_key, row."""
-    import pyarrow.parquet as pq
-
     from swapline.ops.facetable import read_faces
 
-    if pq.ParquetFile(path).metadata.num_rows == 0:
-        return _empty()
     table = read_faces(path, with_images=False)
+    if not len(table):
+        return _empty()
     return table[COLUMNS].assign(landmarks_in_box=landmarks_in_box(table["landmarks"], table["bbox"]),
                                  file_key=key, row=np.arange(len(table)))
 

@@ -210,8 +210,9 @@ def settings_for_threads(analyzer, reference: np.ndarray | None) -> bool:
     """Whether frames may be analysed in threads: the dlib backend (its detector runs behind a
     lock; landmarks, alignment and encoding release the GIL), without the identity filter
     (dlib's embedding network keeps state per call), on a plain analyzer (not a wrapper)."""
-    settings = _pool_settings(analyzer)
-    return reference is None and settings is not None and settings.backend == "dlib"
+    from swapline.ops.faces import FaceAnalyzer
+
+    return reference is None and isinstance(analyzer, FaceAnalyzer) and analyzer.resolved_backend == "dlib"
 
 
 def _run_threads(analyzer, job: _Job, todo: list[tuple[int, dict]], workers: int):
