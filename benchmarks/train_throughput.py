@@ -101,6 +101,8 @@ def _variant(name, resolution, args, device, faces, masks):
 
     ours = name == "ours"
     torch.manual_seed(0)
+    if device.type == "cuda":  # device_setup sets these process-wide: the baseline stays plain fp32
+        torch.backends.cudnn.benchmark = torch.backends.cuda.matmul.allow_tf32 = ours
     fmt, autocast = device_setup(device) if ours else (torch.contiguous_format, contextlib.nullcontext)
     model = FaceSwapAE(ModelConfig(resolution=resolution, preset="original")).to(device, memory_format=fmt)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=(device.type == "cuda" and ours) or None)
@@ -113,7 +115,9 @@ def _variant(name, resolution, args, device, faces, masks):
             idx = torch.randint(len(rgb), (args.batch_size,), generator=gen).to(device)
             return augment_pair(rgb[idx].float() / 255, msk[idx].float() / 255, 1.0, gen)
         if args.compile and device.type == "cuda":
-            model.encoder, model.decoders = torch.compile(model.encoder), torch.compile(model.decoders)
+            model.encoder.compile()  # in place, as ops/train.py does: decode() indexes model.decoders
+            for decoder in model.decoders.values():
+                decoder.compile()
     else:
         rng = np.random.default_rng(0)
         batches = lambda _side: _baseline_batch(faces, masks, args.batch_size, rng, device)  # noqa: E731

@@ -270,3 +270,23 @@ def test_stalled_hosts_in_parallel_do_not_add_up_but_one_host_takes_turns(awkwar
     assert two_hosts < BILL + 1.5, two_hosts
     same_host = _in_parallel([f"{one}/stall/a.mp4", f"{one}/stall/b.mp4"], tmp_path)
     assert same_host >= 2 * BILL, same_host  # one request at a time per host
+
+
+def test_loaded_modules_answer_unknown_attributes_with_attribute_error():
+    """pickle finds a module-less object by asking every loaded module for it, catching only
+    AttributeError; torch.compile's inductor pickles such objects. yt-dlp without pycryptodomex
+    left a module answering ModuleNotFoundError, and training with compile failed on an H200."""
+    import sys
+
+    import swapline.ops.download  # noqa: F401
+    import swapline.ops.listing  # noqa: F401
+
+    for name, module in list(sys.modules.items()):
+        if module is None:
+            continue
+        try:
+            getattr(module, "swapline_no_such_attribute")
+        except AttributeError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - the point: nothing else may come out
+            raise AssertionError(f"module {name} answers an unknown attribute with {exc!r}") from exc
