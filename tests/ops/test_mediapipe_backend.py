@@ -195,3 +195,32 @@ def test_worker_processes_give_the_serial_records(models_dir, frames, tmp_path, 
     assert stats["workers"] == 2 and serial_stats["workers"] == 1 and len(serial) == len(frames)
     for a, b in zip(pooled, serial):
         assert a.face_id == b.face_id and np.array_equal(a.landmarks, b.landmarks) and a.image == b.image
+
+
+def test_threads_run_their_own_interpreters_with_the_serial_results():
+    """A converter detects in threads: each gets its own interpreter (LiteRT releases the GIL, so
+    they run in parallel; one shared interpreter behind a lock held a 16-core machine to one
+    core), and what each computes is what one thread computes alone."""
+    import threading
+
+    from swapline.ops.tflite import MODEL_FILES, load_model, models_dir
+
+    model = load_model(str(models_dir() / MODEL_FILES[0]))
+    rng = np.random.default_rng(0)
+    inputs = [rng.random(model.input_shape, dtype=np.float32) for _ in range(4)]
+    serial = [model(x) for x in inputs]
+    results, interpreters = [None] * 4, [None] * 4
+
+    def work(i: int) -> None:
+        interpreters[i] = model._interpreter()
+        results[i] = model(inputs[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(i) for i in interpreters}) == 4
+    for got, want in zip(results, serial):
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
