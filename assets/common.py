@@ -88,6 +88,8 @@ class ResumeInterrupted(dg.AutomationCondition):
     def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
         from swapline.liveness import interrupted_partitions
 
+        if context.candidate_subset.is_empty:  # nothing failed: skip reading the recent runs (every tick)
+            return dg.AutomationResult(context=context, true_subset=context.candidate_subset)
         streaks = interrupted_partitions(context.asset_graph_view.instance, context.key)
         wanted = {partition for partition, streak in streaks.items() if 0 < streak <= MAX_RESUMES}
         subset = context.get_empty_subset()
@@ -116,6 +118,8 @@ class FacesetsNotBlocked(dg.AutomationCondition):
     def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
         from swapline.quality_checks.faceset_checks import failed_blocking_checks
 
+        if context.candidate_subset.is_empty:  # nothing to hold back: skip reading the check results
+            return dg.AutomationResult(context=context, true_subset=context.candidate_subset)
         instance = context.asset_graph_view.instance
         facesets = [key for key in context.asset_graph.get(context.key).parent_keys if key.path[-1] == "faceset"]
         blocked = any(failed_blocking_checks(instance, key.path[0]) for key in facesets)
