@@ -13,8 +13,11 @@ and the coverage checks (pose and light of every frame, not a sample).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -106,17 +109,39 @@ def _analyse(video: str, out: str, settings, fan_weights_dir: str, device: str, 
             last[0] = time.monotonic()
             atomic_write_bytes(progress_file, f"{counts['frames']} {info.frames or 0}".encode())
 
-    # One thread: detection in a thread pool next to the embedding in this one crashed the child
-    # (SIGSEGV) now and then; dlib's models are not shared across threads here. The decoder
-    # still runs its own threads, and the child is off the `gpu` pool and off Dagster's process.
-    for index, t, rgb in iter_timed(video):
-        seeded = seeds.get(index)
-        counts["seeded" if seeded is not None else "detections_run"] += 1
-        finish(index, t, rgb, seeded if seeded is not None else analyzer.detect(rgb))
+    for index, t, rgb, faces in _detected(analyzer, iter_timed(video), seeds):
+        counts["seeded" if index in seeds else "detections_run"] += 1
+        finish(index, t, rgb, faces)
     _check_complete(Path(video), info, counts["frames"])
     pd.DataFrame(rows, columns=_COLUMNS).to_parquet(out, index=False)
     return {**counts, "faces": len(rows), "tracks": tracks.next_id, "width": info.width, "height": info.height,
             "fps": info.fps, "duration": info.duration, "audio": info.has_audio}
+
+
+def _detected(analyzer, frames, seeds: dict[int, list[DetectedFace]]):
+    """(index, t, rgb, faces) in frame order. MediaPipe detects in a thread per core (its
+    interpreters are per thread and release the GIL; a 1080p target analysed at one core's pace
+    on a 16-core machine); tracking and embedding stay in the caller's thread, in order. The
+    dlib backends detect in the caller's thread: dlib calls run one at a time (ops.detectors.LOCK)
+    and concurrent dlib models crashed the child (SIGSEGV) before that lock existed."""
+    if analyzer.resolved_backend != "mediapipe" or (os.cpu_count() or 1) < 2:
+        for index, t, rgb in frames:
+            yield index, t, rgb, seeds[index] if index in seeds else analyzer.detect(rgb)
+        return
+    workers = os.cpu_count() or 2
+    with ThreadPoolExecutor(workers, thread_name_prefix="target-detect") as pool:
+        ahead: deque = deque()
+        for index, t, rgb in frames:
+            ahead.append((index, t, rgb, None if index in seeds else pool.submit(analyzer.detect, rgb)))
+            while len(ahead) > 2 * workers:  # bounded: decoded frames wait in memory
+                yield _resolved(ahead.popleft(), seeds)
+        while ahead:
+            yield _resolved(ahead.popleft(), seeds)
+
+
+def _resolved(item: tuple, seeds: dict[int, list[DetectedFace]]) -> tuple:
+    index, t, rgb, future = item
+    return index, t, rgb, seeds[index] if future is None else future.result()
 
 
 _COLUMNS = ["frame_index", "timestamp", "bbox", "score", "landmarks", "track", "evidence", "embedding",

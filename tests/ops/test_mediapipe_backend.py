@@ -224,3 +224,25 @@ def test_threads_run_their_own_interpreters_with_the_serial_results():
     for got, want in zip(results, serial):
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g, w)
+
+
+def test_target_analysis_detects_in_threads_in_frame_order(mediapipe, media_dir, monkeypatch):
+    """target_faces detects on every core with MediaPipe: the faces per frame, their order and
+    the seeded frames are what one thread gives (tracking and embedding run after, in order)."""
+    from swapline.ops import target
+
+    clip = video_frames(media_dir / "noface_face.mov", range(0, 160, 8))  # frames with and without a face
+    frames = [(i, i / 30, rgb) for i, rgb in sorted(clip.items())]
+    seeds = {frames[3][0]: []}
+    monkeypatch.setattr(target.os, "cpu_count", lambda: 4)
+    threaded = list(target._detected(mediapipe, iter(frames), seeds))
+    assert [f[0] for f in threaded] == [f[0] for f in frames]
+    assert threaded[3][3] == []
+    for index, _, rgb, got in threaded:
+        if index in seeds:
+            continue
+        want = mediapipe.detect(rgb)
+        assert [f.bbox for f in got] == [f.bbox for f in want]
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g.landmarks, w.landmarks)
+    assert sum(bool(f[3]) for f in threaded) > 0 and sum(not f[3] for f in threaded) > 1
