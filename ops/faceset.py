@@ -67,22 +67,38 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def dedup_keep(hashes: np.ndarray, sharpness: np.ndarray, max_distance: int) -> np.ndarray:
     """Boolean mask of faces to keep: greedily, sharpest first, a face is kept unless it is
     within `max_distance` of a face already kept. So every dropped face has a sharper
-    near-duplicate in the set, and the sharpest of any cluster survives."""
+    near-duplicate in the set, and the sharpest of any cluster survives.
+
+    Each face is compared only with the kept faces that share one of `max_distance + 1` bit
+    blocks with it: two hashes that close differ in at most `max_distance` bits, so one block is
+    untouched (pigeonhole). The same mask as comparing with every kept face, in time that grows
+    with the faces rather than their square (a faceset of 5,000 re-curated at every addition)."""
     n = len(hashes)
     keep = np.zeros(n, dtype=bool)
     if n == 0:
         return keep
     # Stable sort: ties go to the earlier row, which the caller orders by face_id.
     order = np.argsort(-np.nan_to_num(sharpness, nan=-np.inf), kind="stable")
-    kept_hashes = np.empty_like(hashes)  # (n, words)
-    n_kept = 0
-    for index in order:
-        if n_kept and hamming(hashes[index], kept_hashes[:n_kept]).min() <= max_distance:
+    blocks = _block_keys(hashes, max_distance + 1)  # (n, max_distance + 1) python ints
+    buckets: list[dict[int, list[int]]] = [{} for _ in range(max_distance + 1)]
+    for index in order.tolist():
+        near = {i for bucket, key in zip(buckets, blocks[index]) for i in bucket.get(key, ())}
+        if near and hamming(hashes[index], hashes[sorted(near)]).min() <= max_distance:
             continue
-        kept_hashes[n_kept] = hashes[index]
-        n_kept += 1
         keep[index] = True
+        for bucket, key in zip(buckets, blocks[index]):
+            bucket.setdefault(key, []).append(index)
     return keep
+
+
+def _block_keys(hashes: np.ndarray, count: int) -> list[tuple[int, ...]]:
+    """Each hash (words,) uint64 cut into `count` disjoint bit blocks, as ints (a block may be empty
+    when there are more blocks than bits: it then matches everything, which only costs time)."""
+    bits = hashes.shape[1] * 64
+    edges = [bits * b // count for b in range(count + 1)]
+    masks = [((1 << (hi - lo)) - 1, lo) for lo, hi in zip(edges, edges[1:])]
+    values = [int.from_bytes(row.astype(">u8").tobytes(), "big") for row in hashes]
+    return [tuple((value >> lo) & mask for mask, lo in masks) for value in values]
 
 
 def _empty_table() -> Any:

@@ -150,6 +150,31 @@ def test_dedup_scales_to_thousands():
     np.testing.assert_array_equal(pairs[:, 1], sharper_second)
 
 
+@pytest.mark.parametrize("words,distance", [(4, 6), (4, 0), (1, 5), (4, 40)])
+def test_dedup_keeps_what_comparing_with_every_kept_face_keeps(words, distance):
+    """The block index only narrows whom a face is compared with: on clusters of hashes up to
+    `distance` + 2 bits apart (so some pairs fall just outside), and unmeasurable sharpness,
+    the mask is the greedy scan over every kept face."""
+    rng = np.random.default_rng(words * 100 + distance)
+    rows = []
+    for base in rng.integers(0, 2**63, size=(120, words), dtype=np.int64).astype(np.uint64):
+        for _ in range(5):
+            row = base.copy()
+            for _ in range(rng.integers(0, distance + 3)):
+                row[rng.integers(words)] ^= np.uint64(1) << np.uint64(rng.integers(64))
+            rows.append(row)
+    hashes, sharpness = np.array(rows), rng.uniform(10, 200, size=len(rows))
+    sharpness[::17] = np.nan
+    kept: list[int] = []
+    for index in np.argsort(-np.nan_to_num(sharpness, nan=-np.inf), kind="stable"):
+        if not kept or hamming(hashes[index], hashes[kept]).min() > distance:
+            kept.append(int(index))
+    expected = np.zeros(len(rows), bool)
+    expected[kept] = True
+    np.testing.assert_array_equal(dedup_keep(hashes, sharpness, distance), expected)
+    assert 0 < expected.sum() < len(rows)
+
+
 def test_contact_sheet(real):
     images = [real["w0"].image, real["m0"].image, real["w12"].image]
     png = contact_sheet(images, columns=2, cell=64)
