@@ -83,7 +83,7 @@ def dedup_keep(hashes: np.ndarray, sharpness: np.ndarray, max_distance: int) -> 
     buckets: list[dict[int, list[int]]] = [{} for _ in range(max_distance + 1)]
     for index in order.tolist():
         near = {i for bucket, key in zip(buckets, blocks[index]) for i in bucket.get(key, ())}
-        if near and hamming(hashes[index], hashes[sorted(near)]).min() <= max_distance:
+        if near and hamming(hashes[index], hashes[list(near)]).min() <= max_distance:
             continue
         keep[index] = True
         for bucket, key in zip(buckets, blocks[index]):

@@ -122,8 +122,9 @@ def _detected(analyzer, frames, seeds: dict[int, list[DetectedFace]]):
     """(index, t, rgb, faces) in frame order. MediaPipe detects in a thread per core (its
     interpreters are per thread and release the GIL; a 1080p target analysed at one core's pace
     on a 16-core machine); tracking and embedding stay in the caller's thread, in order. The
-    dlib backends detect in the caller's thread: dlib calls run one at a time (ops.detectors.LOCK)
-    and concurrent dlib models crashed the child (SIGSEGV) before that lock existed."""
+    dlib backends detect in the caller's thread: dlib runs one call at a time anyway
+    (ops.detectors.LOCK), and dlib detection in threads beside the embedding once crashed this
+    child (SIGSEGV)."""
     if analyzer.resolved_backend != "mediapipe" or (os.cpu_count() or 1) < 2:
         for index, t, rgb in frames:
             yield index, t, rgb, seeds[index] if index in seeds else analyzer.detect(rgb)
