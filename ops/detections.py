@@ -76,7 +76,8 @@ class DetectionCache:
                 np.savez(handle, **arrays)
 
 
-def _iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+def box_iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes; 0 for empty ones."""
     x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
     inter = max(0, x1 - x0) * max(0, y1 - y0)
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
@@ -104,8 +105,8 @@ class IdentityGate:
             return sorted(faces, key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]))[-1:]
         decided = []
         for face in faces:
-            match = max(self.previous, key=lambda p: _iou(p[0], face.bbox), default=None)
-            if match is not None and _iou(match[0], face.bbox) > 0.3 and match[2] < self.reverify:
+            match = max(self.previous, key=lambda p: box_iou(p[0], face.bbox), default=None)
+            if match is not None and box_iou(match[0], face.bbox) > 0.3 and match[2] < self.reverify:
                 decided.append((face.bbox, match[1], match[2] + 1))
                 continue
             self.embedded += 1

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from swapline.ops.detections import box_iou
 from swapline.ops.faces import DetectedFace, embedding_distance
 
 logger = logging.getLogger(__name__)
@@ -30,13 +31,6 @@ logger = logging.getLogger(__name__)
 TABLE = "target_faces.parquet"
 LINK_IOU = 0.3  # a face overlapping one of the previous frame this much is the same appearance
 REVERIFY = 30  # frames between two embeddings of one track: a cut can swap who is in the box
-
-
-def _iou(a, b) -> float:
-    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0, x1 - x0) * max(0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 class _Tracks:
@@ -50,12 +44,12 @@ class _Tracks:
         """(track, evidence row or None when this face must be embedded) per face."""
         out, now = [], []
         for k, face in enumerate(faces):
-            match = max(self.previous, key=lambda p: _iou(p[0], face.bbox), default=None)
-            if match is not None and _iou(match[0], face.bbox) > LINK_IOU and match[2] < self.reverify:
+            match = max(self.previous, key=lambda p: box_iou(p[0], face.bbox), default=None)
+            if match is not None and box_iou(match[0], face.bbox) > LINK_IOU and match[2] < self.reverify:
                 out.append((match[1], match[3]))
                 now.append((face.bbox, match[1], match[2] + 1, match[3]))
                 continue
-            track = match[1] if match is not None and _iou(match[0], face.bbox) > LINK_IOU else self._new()
+            track = match[1] if match is not None and box_iou(match[0], face.bbox) > LINK_IOU else self._new()
             out.append((track, None))
             now.append((face.bbox, track, 0, first_row + k))
         self.previous = now
