@@ -2,7 +2,6 @@
 
 
 import inspect
-import os
 import warnings
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from swapline.ops import collect as ops
 from swapline.ops.download import DownloadSettings
 from swapline.ops.ledger import entries_table, is_batch, source_of
 from swapline.ops.media import BadMedia, probe
-from swapline.ops.storage import hash_json, write_manifest
+from swapline.ops.storage import files_under, hash_json, write_manifest
 from swapline.project import Project, Source
 from swapline.resources.downloader import Downloader
 from swapline.resources.storage import StorageResource, artifact_metadata, recorded
@@ -193,10 +192,4 @@ def _result(manifest: dict, path: Path, gone: list[str] | None = None) -> dg.Mat
 def _not_photos(folder: Path, listed: set[str]) -> list[str]:
     """Files of a photo folder (hidden ones aside, as ops.collect.list_photos) it did not list:
     not images by their suffix. Names relative to the folder, sorted."""
-    found = []
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [os.path.relpath(os.path.join(root, n), folder) for n in names
-                  if not n.startswith(".") and os.path.join(root, n) not in listed]
-    return sorted(found)
-
+    return sorted(name for name in files_under(folder, skip_hidden=True) if str(Path(folder, name)) not in listed)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from swapline.ops.images import IMAGE_SUFFIXES
-from swapline.ops.storage import hash_json, link_or_copy, sha256_file
+from swapline.ops.storage import files_under, hash_json, link_or_copy, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -28,20 +28,9 @@ def collect_video(path: Path) -> dict[str, Any]:
 
 def list_photos(folder: Path) -> list[Path]:
     """Image files of a folder and its sub-folders, in a stable order (part by part); hidden
-    files and folders skipped. os.scandir, not Path.rglob: a folder of thousands of photos is
-    listed every minute by the source watch, and rglob plus Path comparisons cost ~10x more."""
-    found: list[str] = []
-    stack = [str(folder)]
-    while stack:
-        with os.scandir(stack.pop()) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir(follow_symlinks=False):  # as rglob: a linked folder is not walked (no cycles)
-                    stack.append(entry.path)
-                elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
-                    found.append(entry.path)
-    return [Path(p) for p in sorted(found, key=lambda p: p.split(os.sep))]  # Path's order: part by part
+    files and folders skipped (storage.files_under: the source watch lists the folder every minute)."""
+    return [Path(folder, name) for name in files_under(folder, skip_hidden=True)
+            if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES]
 
 
 # path -> (size, mtime_ns, inode, sha256) of photos hashed by this process: the source watch
