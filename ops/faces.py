@@ -234,9 +234,7 @@ class FaceAnalyzer:
         x0, y0, x1, y1 = face.bbox
         points = [dlib.point(round(float(x)), round(float(y))) for x, y in face.landmarks]
         shape = dlib.full_object_detection(dlib.rectangle(x0, y0, x1, y1), points)
-        from swapline.ops.detectors import LOCK
-
-        with LOCK:  # one dlib call at a time: a dlib detector may run in another thread (target analysis)
+        with detectors.LOCK:  # one dlib call at a time: a dlib detector may run in another thread (target analysis)
             descriptor = _face_encoder().compute_face_descriptor(as_rgb8(image_rgb), shape, 0)
         return np.asarray(descriptor, dtype=np.float32)
 
